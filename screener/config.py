@@ -30,6 +30,7 @@ class ScreenerConfig:
     """Settings of one campaign; stored with the campaign document."""
 
     working_ion: str = "Li"
+    """The migrating ion, or "auto": every known ion each host contains."""
     threshold_ev: float = DEFAULT_THRESHOLD_EV
     """Hops with a predicted E_m at or below this are flagged (eV)."""
     chunk_size: int = 50
@@ -48,11 +49,13 @@ class ScreenerConfig:
     """Bands per Dask task."""
     model: str = "default"
     """Name of a shipped model or a path to a checkpoint."""
+    gpu: bool = False
+    """Route inference to GPU workers (`_category: gpu`, Dask resource GPU=1)."""
 
     def __post_init__(self) -> None:
-        if self.working_ion not in KNOWN_IONS:
+        if self.working_ion != "auto" and self.working_ion not in KNOWN_IONS:
             raise ValueError(
-                f"unknown working ion {self.working_ion!r}; known: {', '.join(KNOWN_IONS)}"
+                f"unknown working ion {self.working_ion!r}; known: {', '.join(KNOWN_IONS)} or auto"
             )
         for name in ("threshold_ev", "max_hop_length", "hop_timeout_s"):
             if not getattr(self, name) > 0:

@@ -1,0 +1,1 @@
+"""MongoDB collection schemas and index definitions (YAML), shipped as screener.db."""

@@ -1,0 +1,433 @@
+"""Sites and hops: the symmetry-distinct migration hops of a working ion in a host.
+
+DistinctPathFinder (pymatgen-analysis-diffusion) finds the hops; this module adds what a
+high-throughput store needs on top of it: a time box that really interrupts a slow host, a
+stable hop key (same physical hop -> same key, whatever the site order, hop direction or the
+symmetric copy returned), de-duplication at the requested symprec (DistinctPathFinder can keep
+A->B and B->A as two paths, and its MigrationHop compares at a 0.001 default symprec, so relaxed
+cells give several copies of one hop), and the periodic network of equivalent hops. Both rest on
+one idea: a hop is its orbit of (site i, site j, image) edges under the host's symmetry operations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import signal
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from pymatgen.analysis.diffusion.neb.pathfinder import DistinctPathFinder
+from pymatgen.core import Element, Structure
+from pymatgen.optimization.neighbors import find_points_in_spheres
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer, SymmetryUndeterminedError
+
+#: Radius of the environments fingerprinted in a hop key (Angstrom).
+KEY_RADIUS = 4.0
+#: Bin width for distances and the hop length in a hop key (Angstrom).
+KEY_BIN = 0.02
+
+
+class HopError(ValueError):
+    """A host whose hops can't be enumerated; str() is one line "<host_id>: <reason>"."""
+
+
+@dataclass
+class Hop:
+    """One symmetry-distinct hop of the working ion between two of its sites in a host."""
+
+    hop_key: str
+    host_id: str
+    working_ion: str
+    isite: list[float]
+    """Fractional coordinates (host cell) of the initial site, in [0, 1)."""
+    esite: list[float]
+    """Fractional coordinates of the final site as the actual periodic image (esite - isite is the hop)."""
+    length: float
+    symprec: float
+    multiplicity: int = 1
+    """Number of symmetry-equivalent hops in the host cell."""
+
+    def to_doc(self) -> dict[str, Any]:
+        """Store document; ``_id`` is the hop key so the same hop is stored once."""
+        return {"_id": self.hop_key, **asdict(self)}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> "Hop":
+        try:
+            return cls(
+                hop_key=str(doc["hop_key"]),
+                host_id=str(doc["host_id"]),
+                working_ion=str(doc["working_ion"]),
+                isite=[float(x) for x in doc["isite"]],
+                esite=[float(x) for x in doc["esite"]],
+                length=float(doc["length"]),
+                symprec=float(doc["symprec"]),
+                multiplicity=int(doc.get("multiplicity", 1)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise HopError(f"{doc.get('_id', '?')}: bad hop document ({type(exc).__name__}: {exc})") from None
+
+    # MSONable-like aliases
+    as_dict = to_doc
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Hop":
+        return cls.from_doc(d)
+
+
+# ----------------------------------------------------------------------------- hop keys
+
+
+def _env_fingerprints(
+    structure: Structure, working_ion: str, ends_a: np.ndarray, ends_b: np.ndarray, excl_tol: float
+) -> list[tuple]:
+    """Symmetry-invariant fingerprint of each hop (cartesian end points ends_a[k] -> ends_b[k]).
+
+    Length bin, environment of the midpoint, and the sorted pair of end-point environments; an
+    environment is the sorted (element, distance bin) of atoms within KEY_RADIUS, leaving out the
+    migrating ion on its own two end sites. Batched through pymatgen's cython neighbour search.
+    """
+    n = len(ends_a)
+    if n == 0:
+        return []
+    mids = (ends_a + ends_b) / 2
+    centers = np.ascontiguousarray(np.vstack([ends_a, mids, ends_b]), dtype=float)
+    lat = np.ascontiguousarray(structure.lattice.matrix, dtype=float)
+    all_coords = np.ascontiguousarray(structure.cart_coords, dtype=float)
+    ci, ni, images, dists = find_points_in_spheres(
+        all_coords, centers, KEY_RADIUS, np.array([1, 1, 1], dtype=np.int64), lat, tol=1e-8
+    )
+    symbols = np.array([sp.symbol if isinstance(sp, Element) else str(sp) for sp in structure.species])
+    is_ion = symbols[ni] == working_ion
+    hop_of = ci % n
+    pos = all_coords[ni] + images @ lat
+    near_a = np.linalg.norm(pos - ends_a[hop_of], axis=1) < excl_tol
+    near_b = np.linalg.norm(pos - ends_b[hop_of], axis=1) < excl_tol
+    keep = ~(is_ion & (near_a | near_b))
+    bins = np.rint(dists / KEY_BIN).astype(int)
+    envs: list[list[tuple[str, int]]] = [[] for _ in range(3 * n)]
+    for c, s, b in zip(ci[keep], symbols[ni[keep]], bins[keep]):
+        envs[c].append((str(s), int(b)))
+    lengths = np.rint(np.linalg.norm(ends_b - ends_a, axis=1) / KEY_BIN).astype(int)
+    out = []
+    for k in range(n):
+        ea, em, eb = (tuple(sorted(envs[k + j * n])) for j in range(3))
+        out.append((int(lengths[k]), em, tuple(sorted([ea, eb]))))
+    return out
+
+
+def _digest(working_ion: str, fingerprint: tuple) -> str:
+    text = json.dumps([working_ion, fingerprint], separators=(",", ":"))
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _snap_tol(symprec: float) -> float:
+    """How far (Angstrom) a symmetry-mapped end point may lie from the host site it stands for."""
+    return max(0.3, 2 * symprec)
+
+
+def _symmetry_ops(structure: Structure, symprec: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Fractional rotations and translations of the host (spglib at symprec, tightened down to
+    0.001 when spglib gives up on a relaxed cell; identity only if it never succeeds)."""
+    while True:
+        try:
+            ops = SpacegroupAnalyzer(structure, symprec=symprec).get_symmetry_operations(cartesian=False)
+            return (np.array([op.rotation_matrix for op in ops]), np.array([op.translation_vector for op in ops]), symprec)
+        except SymmetryUndeterminedError:
+            if symprec <= 1e-3:
+                return np.eye(3)[None], np.zeros((1, 3)), symprec
+            symprec = max(symprec / 10, 1e-3)
+
+
+def _ion_frac(structure: Structure, working_ion: str) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.array([k for k, sp in enumerate(structure.species) if getattr(sp, "symbol", str(sp)) == working_ion], dtype=int)
+    return idx, structure.frac_coords[idx]
+
+
+def _snap(points: np.ndarray, ion_frac: np.ndarray, lat: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each fractional point: index into ion_frac of the site it sits on, the lattice image
+    (point ~ ion_frac[k] + image) and whether it is within tol Angstrom of it."""
+    diff = points[:, None, :] - ion_frac[None, :, :]
+    img = np.rint(diff)
+    dist = np.linalg.norm((diff - img) @ lat, axis=2)
+    k = np.argmin(dist, axis=1)
+    rows = np.arange(len(points))
+    return k, img[rows, k].astype(int), dist[rows, k] < tol
+
+
+def _canonical_edge(i: int, j: int, image: Sequence[int]) -> tuple[int, int, tuple[int, int, int]] | None:
+    """Undirected edge i -> j+image written once: i <= j, and for i == j the image points 'up'."""
+    image = tuple(int(x) for x in image)
+    first = next((x for x in image if x != 0), 0)
+    if i == j and first == 0:
+        return None
+    if i > j or (i == j and first < 0):
+        return (j, i, tuple(-x for x in image))
+    return (i, j, image)
+
+
+def _orbit(
+    isite: np.ndarray, esite: np.ndarray, ion_idx: np.ndarray, ion_frac: np.ndarray, lat: np.ndarray,
+    rots: np.ndarray, trans: np.ndarray, tol: float,
+) -> frozenset[tuple[int, int, tuple[int, int, int]]]:
+    """All edges (structure indices) the symmetry operations map the hop isite -> esite onto."""
+    ma = np.einsum("kij,j->ki", rots, isite) + trans
+    mb = np.einsum("kij,j->ki", rots, esite) + trans
+    ka, ia, oka = _snap(ma, ion_frac, lat, tol)
+    kb, ib, okb = _snap(mb, ion_frac, lat, tol)
+    edges = set()
+    for m in np.nonzero(oka & okb)[0]:
+        e = _canonical_edge(int(ion_idx[ka[m]]), int(ion_idx[kb[m]]), ib[m] - ia[m])
+        if e is not None:
+            edges.add(e)
+    return frozenset(edges)
+
+
+def _orbit_keys(
+    structure: Structure, host_id: str, working_ion: str, orbits: list[frozenset], symprec: float
+) -> list[str]:
+    """Key of each orbit: the smallest digest over its edges, so it doesn't matter which copy of
+    the hop (or which direction) one starts from."""
+    edges = sorted({e for orb in orbits for e in orb})
+    if not edges:
+        return []
+    frac = structure.frac_coords
+    lat = structure.lattice
+    a = lat.get_cartesian_coords(np.array([frac[i] for i, _, _ in edges]))
+    b = lat.get_cartesian_coords(np.array([frac[j] + np.array(im) for _, j, im in edges]))
+    fps = _env_fingerprints(structure, working_ion, a, b, excl_tol=max(symprec, 1e-3))
+    digest = {e: _digest(working_ion, fp) for e, fp in zip(edges, fps)}
+    return [f"{host_id}:{working_ion}:{min(digest[e] for e in orb)}" for orb in orbits]
+
+
+def hop_key(
+    structure: Structure, host_id: str, working_ion: str, isite: Sequence[float], esite: Sequence[float], symprec: float
+) -> str:
+    """Stable key of a hop between two sites of the working ion: f"{host_id}:{ion}:{digest12}".
+
+    The digest is the smallest over the hop's symmetry orbit (spglib at symprec) of a hash of
+    distances only (length, midpoint and end-point environments, see _env_fingerprints), so the
+    key is the same whatever the site order, the direction and the symmetric copy given, even in
+    relaxed cells that are symmetric only within symprec.
+    """
+    ion_idx, ion_frac = _ion_frac(structure, working_ion)
+    if len(ion_idx) == 0:
+        raise HopError(f"{host_id}: no {working_ion} sites")
+    lat = structure.lattice.matrix
+    ends = np.array([isite, esite], dtype=float)
+    _, _, ok = _snap(ends, ion_frac, lat, _snap_tol(symprec))
+    if not ok.all():
+        raise HopError(f"{host_id}: hop end point {np.round(ends[int(np.argmin(ok))], 4).tolist()} is not a {working_ion} site")
+    rots, trans, used = _symmetry_ops(structure, symprec)
+    orbit = _orbit(ends[0], ends[1], ion_idx, ion_frac, lat, rots, trans, _snap_tol(symprec))
+    if not orbit:
+        raise HopError(f"{host_id}: hop {np.round(ends, 4).tolist()} joins a site to itself")
+    return _orbit_keys(structure, host_id, working_ion, [orbit], used)[0]
+
+
+# ----------------------------------------------------------------------------- time box
+
+
+def _fork_ok() -> bool:
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    # daemonic processes (e.g. Dask nanny workers) may not have children
+    return not multiprocessing.current_process().daemon
+
+
+def _child(conn, fn: Callable, args: tuple) -> None:  # pragma: no cover - runs in the child
+    try:
+        conn.send(("ok", fn(*args)))
+    except HopError as exc:
+        conn.send(("hop", str(exc)))
+    except BaseException as exc:  # noqa: BLE001 - everything becomes one line for the parent
+        first = (str(exc).splitlines() or [""])[0]
+        conn.send(("err", f"{type(exc).__name__}: {first}"))
+    finally:
+        conn.close()
+
+
+class _Alarm(Exception):
+    pass
+
+
+def _run_boxed(fn: Callable, args: tuple, timeout_s: float, host_id: str):
+    """Run fn(*args) so that it is really stopped after timeout_s.
+
+    Preferred: a forked child process (interrupts C code too, e.g. spglib). Fallback where a
+    child is not allowed: SIGALRM in the main thread; else run unboxed.
+    """
+    timeout_msg = f"{host_id}: hop enumeration timed out after {timeout_s:g} s"
+    if _fork_ok():
+        ctx = multiprocessing.get_context("fork")
+        recv, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_child, args=(send, fn, args), daemon=True)
+        proc.start()
+        send.close()
+        try:
+            if not recv.poll(timeout_s):
+                proc.terminate()
+                proc.join(5)
+                if proc.is_alive():
+                    proc.kill()
+                raise HopError(timeout_msg)
+            try:
+                status, payload = recv.recv()
+            except EOFError:
+                raise HopError(f"{host_id}: hop enumeration died (exit code {proc.exitcode})") from None
+        finally:
+            recv.close()
+            proc.join(5)
+        if status == "ok":
+            return payload
+        if status == "hop":
+            raise HopError(payload)
+        raise HopError(f"{host_id}: hop enumeration failed ({payload})")
+
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+        def _raise(signum, frame):
+            raise _Alarm()
+
+        old = signal.signal(signal.SIGALRM, _raise)
+        signal.setitimer(signal.ITIMER_REAL, timeout_s)
+        try:
+            return _wrap_errors(fn, args, host_id)
+        except _Alarm:
+            raise HopError(timeout_msg) from None
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+    return _wrap_errors(fn, args, host_id)
+
+
+def _wrap_errors(fn: Callable, args: tuple, host_id: str):
+    try:
+        return fn(*args)
+    except (HopError, _Alarm):
+        raise
+    except Exception as exc:  # noqa: BLE001
+        first = (str(exc).splitlines() or [""])[0]
+        raise HopError(f"{host_id}: hop enumeration failed ({type(exc).__name__}: {first})") from None
+
+
+
+# ----------------------------------------------------------------------------- enumeration
+
+
+def _check_host(structure: Structure, host_id: str, working_ion: str) -> None:
+    if not structure.is_ordered:
+        raise HopError(f"{host_id}: disordered structure (partial occupancies are not supported)")
+    if Element(working_ion) not in structure.composition.elements:
+        raise HopError(
+            f"{host_id}: no {working_ion} sites (insertion sites in empty hosts are not supported yet)"
+        )
+
+
+def _enumerate(structure: Structure, host_id: str, working_ion: str, max_length: float, symprec: float) -> list[Hop]:
+    # DistinctPathFinder is imported at module level so forked children don't pay the import
+    dpf = None
+    while dpf is None:
+        try:
+            dpf = DistinctPathFinder(structure, working_ion, max_path_length=max_length, symprec=symprec)
+        except SymmetryUndeterminedError:
+            # spglib gives up on some relaxed cells at a loose tolerance; a tighter one succeeds
+            if symprec <= 1e-3:
+                raise HopError(f"{host_id}: spglib could not determine the symmetry (symprec down to 0.001)") from None
+            symprec = max(symprec / 10, 1e-3)
+    lat = structure.lattice
+    cands = []
+    for p in dpf.get_paths():
+        i_f = np.asarray(p.isite.frac_coords, dtype=float)
+        e_f = np.asarray(p.esite.frac_coords, dtype=float)
+        shift = np.floor(i_f)
+        i_f, e_f = i_f - shift, e_f - shift
+        wrap = i_f >= 1.0  # floor(-1e-17) is -1
+        i_f[wrap] -= 1.0
+        e_f[wrap] -= 1.0
+        length = float(np.linalg.norm(lat.get_cartesian_coords(e_f - i_f)))
+        if length < 0.5:
+            raise HopError(f"{host_id}: two {working_ion} sites {length:.2f} A apart (duplicate sites?)")
+        if length <= max_length + 1e-6:
+            cands.append((length, i_f, e_f))
+    if not cands:
+        n = int(structure.composition[working_ion])
+        raise HopError(
+            f"{host_id}: no {working_ion}-{working_ion} hop within {max_length:g} A ({n} {working_ion} site(s) "
+            "in the cell; hops into empty sites are not supported yet)"
+        )
+    ion_idx, ion_frac = _ion_frac(structure, working_ion)
+    rots, trans, _ = _symmetry_ops(structure, symprec)
+    tol = _snap_tol(symprec)
+    # DistinctPathFinder keeps A->B and B->A (and copies its 0.001 default symprec fails to
+    # merge) as separate paths: one orbit of edges is one hop
+    orbits: dict[frozenset, tuple[float, np.ndarray, np.ndarray]] = {}
+    for length, i_f, e_f in sorted(cands, key=lambda c: (round(c[0], 6), tuple(c[1]), tuple(c[2]))):
+        orb = _orbit(i_f, e_f, ion_idx, ion_frac, lat.matrix, rots, trans, tol)
+        if orb and orb not in orbits:
+            orbits[orb] = (length, i_f, e_f)
+    keys = _orbit_keys(structure, host_id, working_ion, list(orbits), symprec)
+    hops: dict[str, Hop] = {}
+    for key, (orb, (length, i_f, e_f)) in zip(keys, orbits.items()):
+        if key in hops:  # orbits that overlap under a loose snap; keep the first (shortest)
+            continue
+        hops[key] = Hop(
+            hop_key=key,
+            host_id=host_id,
+            working_ion=working_ion,
+            isite=[float(x) for x in i_f],
+            esite=[float(x) for x in e_f],
+            length=length,
+            symprec=float(symprec),
+            multiplicity=len(orb),
+        )
+    return sorted(hops.values(), key=lambda h: (round(h.length, 4), h.hop_key))
+
+
+def enumerate_hops(
+    structure: Structure,
+    host_id: str,
+    working_ion: str,
+    *,
+    max_length: float = 5.0,
+    symprec: float = 0.1,
+    timeout_s: float = 60.0,
+) -> list[Hop]:
+    """Symmetry-distinct hops of working_ion up to max_length (Angstrom), shortest first.
+
+    Wraps DistinctPathFinder; runs in a forked child so a host past timeout_s is really stopped
+    and raises HopError (the caller records the host as failed). Hop.symprec records the
+    tolerance actually used (tightened when spglib fails at the given one).
+    """
+    _check_host(structure, host_id, working_ion)
+    return _run_boxed(_enumerate, (structure, host_id, working_ion, max_length, symprec), timeout_s, host_id)
+
+
+# ----------------------------------------------------------------------------- hop network
+
+
+def equivalent_hop_edges(
+    structure: Structure, working_ion: str, hops: list[Hop], *, tol: float = 0.3
+) -> list[tuple[int, int, tuple[int, int, int], str]]:
+    """Every ion-ion hop of the host cell equivalent to one of the distinct hops, as
+    (i, j, image of j, hop_key) with structure site indices: the periodic hop network, for the
+    caller's percolation analysis. The edges are the images of each hop under the host's
+    symmetry operations; tol (Angstrom) is how far a mapped end point may be from its site.
+    """
+    ion_idx, ion_frac = _ion_frac(structure, working_ion)
+    if not hops or len(ion_idx) == 0:
+        return []
+    lat = structure.lattice.matrix
+    ops: dict[float, tuple[np.ndarray, np.ndarray, float]] = {}
+    out: dict[tuple[int, int, tuple[int, int, int]], str] = {}
+    for h in hops:
+        if h.symprec not in ops:
+            ops[h.symprec] = _symmetry_ops(structure, h.symprec)
+        rots, trans, _ = ops[h.symprec]
+        orb = _orbit(np.asarray(h.isite, float), np.asarray(h.esite, float), ion_idx, ion_frac, lat, rots, trans, tol)
+        for e in sorted(orb):
+            out.setdefault(e, h.hop_key)
+    return [(i, j, im, key) for (i, j, im), key in out.items()]

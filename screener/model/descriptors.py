@@ -1,0 +1,225 @@
+"""Physical descriptors of a migration band, for models that cannot read structures directly.
+
+A band is a pymatgen Structure whose first five sites are the migrating ion at the initial site,
+three interpolated images and the final site; the rest is the host without that ion. Every
+descriptor is an aggregate (min / count / sum) over host sites, so the order of the host sites does
+not matter, nothing counts sites (a band built in a larger supercell gives the same vector up
+exactly: sums are normalised to the compound with the ion put back), and the two directions of a hop give the same vector (end points and images enter as
+min/max pairs), since a barrier does not depend on which end is called "initial".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+
+import numpy as np
+from pymatgen.core import Element, Structure
+from pymatgen.optimization.neighbors import find_points_in_spheres
+
+#: Anions and the charge assumed for them (charge-balance proxy of the framework cations).
+ANION_CHARGE: dict[str, int] = {
+    "O": -2, "S": -2, "Se": -2, "Te": -2, "N": -3, "F": -1, "Cl": -1, "Br": -1, "I": -1,
+}
+_ANION_GROUPS = ("O", "S", "Se", "F")  # one-hot; everything else counts as "other"
+_TRANSITION_METALS = frozenset(e.symbol for e in Element if e.is_transition_metal)
+
+#: Points sampled per segment between consecutive band positions (4 segments -> 41 points).
+_STEPS_PER_SEGMENT = 10
+#: Search radius for neighbours (Angstrom); nearest distances are capped at it.
+_R_SEARCH = 8.0
+#: Radius of the 1/r sums (Angstrom).
+_R_COULOMB = 6.0
+
+_SLOTS = ("end_min", "end_max", "img_min", "img_max", "mid")
+
+DESCRIPTOR_NAMES: list[str] = [
+    "hop_length",
+    "ion_charge", "ion_radius", "ion_mass", "ion_X", "ion_row", "ion_charge_over_radius",
+    *[f"d_anion_{s}" for s in _SLOTS],
+    *[f"d_cation_{s}" for s in _SLOTS],
+    *[f"d_wi_{s}" for s in _SLOTS],
+    "cn_anion_end_min", "cn_anion_end_max", "cn_anion_mid",
+    "cn_all_end_min", "cn_all_end_max", "cn_all_mid",
+    "bottleneck_any", "bottleneck_anion", "bottleneck_cation",
+    "bottleneck_free_radius", "constriction_anion", "bottleneck_t",
+    "coul_cation_mid_minus_end", "coul_anion_mid_minus_end",
+    "coul_cation_bottleneck", "coul_anion_bottleneck",
+    "volume_per_atom", "volume_per_anion", "density", "frac_wi_host",
+    *[f"anion_is_{a}" for a in _ANION_GROUPS], "anion_is_other",
+    "anion_mean_X", "anion_mean_radius",
+    "cation_mean_ox", "cation_max_ox", "cation_mean_X", "cation_frac_tm", "cation_mean_Z",
+]
+
+
+@lru_cache(maxsize=None)
+def _anion_set(framework: frozenset[str]) -> frozenset[str]:
+    """Anions of a framework: the usual ones, else (intermetallic-like hosts, e.g. phosphides of
+    Ru) the most electronegative element, so every band has an anion sublattice."""
+    usual = framework & ANION_CHARGE.keys()
+    if usual or not framework:
+        return frozenset(usual)
+    return frozenset([max(framework, key=lambda s: _element_props(s)[3])])
+
+
+def _anion_charge(symbol: str) -> int:
+    """Assumed anion charge: table value, else from the group (15 -> -3, 14 -> -4), else -1."""
+    if symbol in ANION_CHARGE:
+        return ANION_CHARGE[symbol]
+    group = Element(symbol).group
+    return -(18 - group) if 13 <= group <= 17 else -1
+
+
+@lru_cache(maxsize=None)
+def _element_props(symbol: str) -> tuple[float, float, float, float, float, float]:
+    """(charge, radius, mass, electronegativity, row, Z) of an element as an ion; cached lookups."""
+    el = Element(symbol)
+    if symbol in ANION_CHARGE:
+        charge = float(ANION_CHARGE[symbol])
+    else:
+        positive = [s for s in el.common_oxidation_states if s > 0]
+        charge = float(max(positive)) if positive else 1.0
+    radii = el.ionic_radii
+    radius = radii.get(int(charge)) or el.average_ionic_radius or el.atomic_radius or 1.0
+    x = el.X if np.isfinite(el.X) else 1.5
+    return charge, float(radius), float(el.atomic_mass), float(x), float(el.row), float(el.Z)
+
+
+def _path_points(band: Structure) -> np.ndarray:
+    """Cartesian points along the hop: 41 points through the five band positions (minimum image)."""
+    f = band.frac_coords[:5]
+    steps = np.diff(f, axis=0)
+    steps -= np.round(steps)
+    anchors = f[0] + np.vstack([np.zeros(3), np.cumsum(steps, axis=0)])
+    t = np.linspace(0.0, 1.0, _STEPS_PER_SEGMENT, endpoint=False)
+    pts = [anchors[i] + t[:, None] * (anchors[i + 1] - anchors[i]) for i in range(4)]
+    pts.append(anchors[4:5])
+    return band.lattice.get_cartesian_coords(np.vstack(pts))
+
+
+def _sym_slots(v: np.ndarray) -> list[float]:
+    """Five band-position values -> direction-independent (end min/max, image min/max, mid)."""
+    return [min(v[0], v[4]), max(v[0], v[4]), min(v[1], v[3]), max(v[1], v[3]), v[2]]
+
+
+def band_descriptors(band: Structure) -> np.ndarray:
+    """Descriptor vector (ordered as DESCRIPTOR_NAMES) of one band; raises ValueError on a bad band."""
+    if len(band) < 6:
+        raise ValueError(f"band {band.composition.reduced_formula}: {len(band)} sites, need >= 6")
+    if not band.is_ordered:
+        raise ValueError(f"band {band.composition.reduced_formula}: disordered sites, need an ordered band")
+    species = [sp.symbol for sp in band.species]
+    ion = species[0]
+    if any(s != ion for s in species[1:5]):
+        raise ValueError(
+            f"band {band.composition.reduced_formula}: first five sites are not one ion ({species[:5]})"
+        )
+    host = np.array(species[5:])
+    is_wi = host == ion
+    anions = _anion_set(frozenset(host[~is_wi].tolist()))
+    if not anions:
+        raise ValueError(f"band {band.composition.reduced_formula}: host has no framework atoms")
+    is_anion = np.isin(host, list(anions))
+    is_cation = ~is_anion & ~is_wi
+
+    q_ion, r_ion, m_ion, x_ion, row_ion, _ = _element_props(ion)
+    pts = _path_points(band)
+    n_pts = len(pts)
+    pos_idx = np.arange(5) * _STEPS_PER_SEGMENT
+    hop_length = float(np.linalg.norm(pts[-1] - pts[0]))
+
+    host_cart = np.ascontiguousarray(band.cart_coords[5:], dtype=float)
+    ci, pi, _, dist = find_points_in_spheres(
+        host_cart, np.ascontiguousarray(pts), _R_SEARCH, np.array([1, 1, 1], dtype=np.int64),
+        np.ascontiguousarray(band.lattice.matrix, dtype=float),
+    )
+    ci = ci.astype(np.int64)
+    pi = pi.astype(np.int64)
+
+    def nearest(mask: np.ndarray) -> np.ndarray:
+        out = np.full(n_pts, _R_SEARCH)
+        sel = mask[pi]
+        np.minimum.at(out, ci[sel], dist[sel])
+        return out
+
+    def count(mask: np.ndarray, cutoff: float) -> np.ndarray:
+        sel = mask[pi] & (dist <= cutoff)
+        return np.bincount(ci[sel], minlength=n_pts).astype(float)
+
+    def inv_sum(mask: np.ndarray) -> np.ndarray:
+        sel = mask[pi] & (dist <= _R_COULOMB) & (dist > 0.3)
+        return np.bincount(ci[sel], weights=1.0 / dist[sel], minlength=n_pts)
+
+    framework = ~is_wi
+    d_anion, d_cation, d_wi = nearest(is_anion), nearest(is_cation), nearest(is_wi)
+    d_any = nearest(framework)
+
+    anion_syms = host[is_anion]
+    anion_props = np.array([_element_props(s) for s in np.unique(anion_syms)])
+    _, counts = np.unique(anion_syms, return_counts=True)
+    w = counts / counts.sum()
+    r_anion = float(w @ anion_props[:, 1])
+    cn_cut_anion = 1.25 * (r_ion + r_anion)
+    cn_anion = count(is_anion, cn_cut_anion)
+    cn_all = count(framework, cn_cut_anion + 0.5)
+
+    b = int(np.argmin(d_any))
+    bottleneck_anion = float(d_anion.min())
+    t_b = abs(b / (n_pts - 1) - 0.5)  # 0 = bottleneck at the midpoint, 0.5 = at an end point
+
+    coul_cat, coul_an = inv_sum(is_cation), inv_sum(is_anion)
+    ends = pos_idx[[0, 4]]
+
+    # Composition of the framework: charge-balance proxy of the cation oxidation state.
+    anion_charge = -float(sum(_anion_charge(s) * c for s, c in zip(np.unique(anion_syms), counts)))
+    n_cat = int(is_cation.sum())
+    cation_syms, cat_counts = np.unique(host[is_cation], return_counts=True)
+    if n_cat:
+        cat_props = np.array([_element_props(s) for s in cation_syms])
+        cw = cat_counts / n_cat
+        cation_mean_ox = (anion_charge - q_ion * (is_wi.sum() + 1)) / n_cat
+        cation_max_ox = float(cat_props[:, 0].max())
+        cation_mean_x = float(cw @ cat_props[:, 3])
+        cation_frac_tm = float(cw @ np.isin(cation_syms, list(_TRANSITION_METALS)))
+        cation_mean_z = float(cw @ cat_props[:, 5])
+    else:
+        cation_mean_ox = cation_max_ox = cation_mean_x = cation_frac_tm = cation_mean_z = 0.0
+
+    n_host = len(host)
+    volume = band.volume
+    mass = float(sum(_element_props(s)[2] for s in species[5:])) + m_ion
+    anion_onehot = [float(w[np.unique(anion_syms) == a].sum()) for a in _ANION_GROUPS]
+
+    vec = [
+        hop_length,
+        q_ion, r_ion, m_ion, x_ion, row_ion, q_ion / r_ion,
+        *_sym_slots(d_anion[pos_idx]),
+        *_sym_slots(d_cation[pos_idx]),
+        *_sym_slots(d_wi[pos_idx]),
+        cn_anion[ends].min(), cn_anion[ends].max(), cn_anion[pos_idx[2]],
+        cn_all[ends].min(), cn_all[ends].max(), cn_all[pos_idx[2]],
+        float(d_any[b]), bottleneck_anion, float(d_cation.min()),
+        bottleneck_anion - r_anion, float(d_anion[ends].mean()) - bottleneck_anion, t_b,
+        coul_cat[pos_idx[2]] - coul_cat[ends].mean(), coul_an[pos_idx[2]] - coul_an[ends].mean(),
+        coul_cat[b], coul_an[b],
+        volume / (n_host + 1), volume / is_anion.sum(), mass / volume * 1.66053906660,
+        float(is_wi.sum() + 1) / (n_host + 1),  # of the full compound: supercell-independent
+        *anion_onehot, 1.0 - sum(anion_onehot),
+        float(w @ anion_props[:, 3]), r_anion,
+        cation_mean_ox, cation_max_ox, cation_mean_x, cation_frac_tm, cation_mean_z,
+    ]
+    return np.asarray(vec, dtype=float)
+
+
+def descriptor_matrix(bands: Iterable[Structure] | Sequence[Structure], progress: bool = False) -> np.ndarray:
+    """Stack band_descriptors over bands -> (n_bands, len(DESCRIPTOR_NAMES))."""
+    bands = list(bands)
+    it: Iterable[Structure] = bands
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(bands, desc="descriptors", unit="band")
+    rows = [band_descriptors(b) for b in it]
+    if not rows:
+        return np.zeros((0, len(DESCRIPTOR_NAMES)))
+    return np.vstack(rows)

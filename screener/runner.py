@@ -1,0 +1,164 @@
+"""Run a campaign's Fireworks here: rapidfire with one Dask cluster shared by all inference steps.
+
+Each runner holds an exclusive lock file named after its host and process id and runs as the
+FWorker ``screener-<host>-<pid>``; a RUNNING Firework whose runner on this host no longer holds its
+lock was lost (the process was killed) and is rerun before new work starts. On a real MongoDB,
+runs lost on other machines are found by FireWorks' own ping-based ``detect_lostruns``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from screener.config import screener_home
+from screener.store import Store
+
+#: Runs on other machines count as lost when they have not pinged for this long (real MongoDB).
+LOST_AFTER_S = 4 * 3600
+
+
+def _runners_dir() -> Path:
+    d = screener_home() / "runners"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def runner_name(pid: int | None = None) -> str:
+    return f"screener-{socket.gethostname()}-{pid or os.getpid()}"
+
+
+@contextlib.contextmanager
+def runner_lock() -> Iterator[str]:
+    """Hold this process's liveness lock for the duration of a run; yields the FWorker name."""
+    name = runner_name()
+    lock = FileLock(str(_runners_dir() / f"{name}.lock"))
+    with lock:
+        yield name
+
+
+def _runner_alive(fworker_name: str) -> bool | None:
+    """True/False for runners of this host (by their lock), None when it cannot be told here."""
+    prefix = f"screener-{socket.gethostname()}-"
+    if not fworker_name.startswith(prefix):
+        return None
+    if fworker_name == runner_name():
+        return True
+    path = _runners_dir() / f"{fworker_name}.lock"
+    try:
+        with FileLock(str(path), timeout=0):
+            pass
+    except Timeout:
+        return True
+    with contextlib.suppress(OSError):
+        path.unlink()
+    return False
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def fireworks_states(store: Store, campaign: str) -> dict[str, int]:
+    """Firework counts per state for one campaign."""
+    lp = store.launchpad()
+    states = Counter(d["state"] for d in lp.fireworks.find({"spec.campaign": campaign}, {"state": 1}))
+    return dict(sorted(states.items()))
+
+
+def recover_lost_runs(store: Store, campaign: str) -> list[int]:
+    """Rerun the campaign's RUNNING/RESERVED Fireworks whose runner is gone; returns their ids."""
+    lp = store.launchpad()
+    lost: list[int] = []
+    for fw in lp.fireworks.find(
+        {"spec.campaign": campaign, "state": {"$in": ["RUNNING", "RESERVED"]}},
+        {"fw_id": 1, "launches": 1},
+    ):
+        launch_ids = fw.get("launches") or []
+        launch = lp.launches.find_one({"launch_id": max(launch_ids)}) if launch_ids else None
+        worker = ((launch or {}).get("fworker") or {}).get("name", "")
+        if _runner_alive(worker) is False:
+            lp.rerun_fw(fw["fw_id"])
+            lost.append(fw["fw_id"])
+    if store.mode == "mongodb":  # runs of other machines: FireWorks' ping-based detection
+        found = lp.detect_lostruns(
+            expiration_secs=LOST_AFTER_S, rerun=True, query={"spec.campaign": campaign}
+        )
+        lost.extend(found[1] if isinstance(found, tuple) and len(found) > 1 else [])
+    return sorted(set(lost))
+
+
+def run_campaign(
+    store: Store,
+    campaign: str,
+    *,
+    dask_scheduler: str | None = None,
+    workers: int = 2,
+    max_fireworks: int | None = None,
+    on_progress: Callable[[dict[str, int]], None] | None = None,
+) -> dict[str, Any]:
+    """Run the campaign's ready Fireworks until none are left (or ``max_fireworks`` ran).
+
+    One Dask client serves every inference step of this run: on ``dask_scheduler`` when given,
+    else on a LocalCluster of ``workers`` processes started here. Returns the Firework states.
+    """
+    from fireworks import FWorker
+    from fireworks.core.rocket_launcher import rapidfire
+
+    from screener.campaign import get_campaign
+    from screener.inference import dask_client
+
+    doc = get_campaign(store, campaign)
+    gpu = bool(doc["config"].get("gpu"))
+    lp = store.launchpad()
+    launch_dir = screener_home() / "launches" / campaign
+    launch_dir.mkdir(parents=True, exist_ok=True)
+    with runner_lock() as name:
+        lost = recover_lost_runs(store, campaign)
+        with contextlib.ExitStack() as stack:
+            scheduler = dask_scheduler
+            if scheduler is None:
+                client = stack.enter_context(dask_client(None, workers))
+                scheduler = client.scheduler.address
+            fworker = FWorker(
+                name=name,
+                category=["cpu", "gpu"] if gpu else ["cpu"],
+                query={"spec.campaign": campaign},
+                env={
+                    "dask_scheduler": scheduler,
+                    "dask_workers": workers,
+                    "screener_store": store.spec(secrets=False),
+                },
+            )
+            if store.mode == "mongodb" and store.uri:
+                # the tasks reopen the store; the password travels by environment, not the database
+                stack.enter_context(_environ("SCREENER_DB", store.uri))
+            ran = 0
+            cwd = os.getcwd()
+            try:
+                while lp.run_exists(fworker):
+                    rapidfire(lp, fworker, m_dir=str(launch_dir), nlaunches=1, strm_lvl="ERROR")
+                    ran += 1
+                    if on_progress is not None:
+                        on_progress(fireworks_states(store, campaign))
+                    if max_fireworks is not None and ran >= max_fireworks:
+                        break
+            finally:
+                os.chdir(cwd)
+    return {"ran": ran, "lost_rerun": lost, "fireworks": fireworks_states(store, campaign)}

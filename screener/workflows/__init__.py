@@ -1,0 +1,1 @@
+"""FireWorks side of a campaign: the chunk workflow (``build``) and its FireTasks (``tasks``)."""

@@ -1,0 +1,167 @@
+"""A campaign end to end on real dataset hosts: launch, run, status, candidates, re-runs, SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from screener.campaign import (
+    CampaignError,
+    campaign_status,
+    candidates,
+    launch_campaign,
+)
+from screener.config import ScreenerConfig
+from screener.runner import run_campaign
+from screener.sources.dataset import dataset_hosts
+from screener.store import Store
+
+#: olivine, spinel, perovskite-like fluoride, NASICON (all discharged), and a charged spinel
+#: whose only Mg is the migrating one (no Mg-Mg hop: fails with its reason).
+HOST_NAMES = ("O-NaMnPO4", "LiMn2O4", "KNiF3", "CaCo2S3O12", "Co2O4_Mg")
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    by_name = {h.name: h for h in dataset_hosts()}
+    return [by_name[n] for n in HOST_NAMES]
+
+
+def _launch(store: Store, hosts, name="t") -> None:
+    store.insert_new("hosts", [h.to_doc() for h in hosts])
+    launch_campaign(store, name, ScreenerConfig(working_ion="auto", chunk_size=2))
+
+
+def _snapshot(store: Store, name: str) -> dict:
+    """What a campaign produced: hop keys, band sizes and predictions (rounded)."""
+    status = campaign_status(store, name, with_fireworks=False)
+    chs = list(store.campaign_hosts.find({"campaign": name}))
+    keys = sorted({k for ch in chs for k in ch.get("hop_keys", [])})
+    bands = {d["_id"]: d.get("band_nsites") for d in store.hops.find({"_id": {"$in": keys}}, {"band_nsites": 1})}
+    preds = {
+        d["hop_key"]: round(d["barrier_ev"], 6)
+        for d in store.predictions.find({"hop_key": {"$in": keys}})
+    }
+    return {"hosts": status["hosts"], "keys": keys, "bands": bands, "preds": preds}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, hosts):
+    """An uninterrupted run on its own embedded store."""
+    store = Store.embedded(tmp_path_factory.mktemp("ref") / "store")
+    store.ensure_indexes()
+    _launch(store, hosts)
+    result = run_campaign(store, "t", workers=1)
+    snap = _snapshot(store, "t")
+    yield store, result, snap
+    store.close()
+
+
+def test_campaign_runs_every_stage(reference, hosts):
+    store, result, snap = reference
+    assert result["fireworks"] == {"COMPLETED": 3 * 4 + 1}  # 3 chunks of 4 steps + the summary
+    status = campaign_status(store, "t")
+    assert status["hosts"]["total"] == len(hosts)
+    assert status["hosts"]["done"] == 4 and status["hosts"]["failed"] == 1
+    (failure,) = status["failures"]
+    assert failure["name"] == "Co2O4_Mg" and "Mg" in failure["error"]
+    # counts match the store itself
+    keys = snap["keys"]
+    assert status["hops"] == len(keys) == store.hops.count_documents({"_id": {"$in": keys}}) > 4
+    assert status["bands"] == store.hops.count_documents({"_id": {"$in": keys}, "band": {"$ne": None}})
+    assert status["predictions"] == store.predictions.count_documents({"hop_key": {"$in": keys}})
+    assert status["predictions"] == status["bands"] - 0 and status["complete"]
+    # each band starts with the migrating ion five times
+    band = store.hops.find_one({"_id": keys[0]})["band"]
+    assert len(set(band["species"][:5])) == 1
+    summary = store.campaigns.find_one({"_id": "t"})["summary"]
+    assert summary["predictions"] == status["predictions"] and os.path.exists(summary["histogram_png"])
+
+
+def test_candidates_are_ranked_with_required_fields(reference):
+    store, _, _ = reference
+    rows = candidates(store, "t")
+    assert rows, "no candidates"
+    needed = {"host_id", "formula", "working_ion", "hop_key", "hop_length", "barrier_ev",
+              "barrier_std_ev", "flagged"}
+    assert all(needed <= set(r) for r in rows)
+    barriers = [r["barrier_ev"] for r in rows]
+    assert barriers == sorted(barriers)
+    assert all(r["flagged"] == (r["barrier_ev"] <= 0.65) for r in rows)
+    assert all(r["barrier_std_ev"] > 0 for r in rows)
+    assert {r["working_ion"] for r in rows} == {"Na", "Li", "K", "Ca"}
+    assert candidates(store, "t", limit=3) == rows[:3]
+    assert all(r["barrier_ev"] <= 0.5 for r in candidates(store, "t", max_barrier=0.5))
+    assert {r["working_ion"] for r in candidates(store, "t", ion="Li")} == {"Li"}
+    # every done host got percolation barriers computed from its own hop network
+    for ch in store.campaign_hosts.find({"campaign": "t", "state": "done"}):
+        assert set(ch["percolation_ev"]) == {"1d", "2d", "3d"}
+
+
+def test_relaunch_and_rerun_add_nothing(reference, hosts):
+    store, _, snap = reference
+    report = launch_campaign(store, "t", ScreenerConfig(working_ion="auto", chunk_size=2))
+    assert report.new_hosts == 0 and report.new_workflows == 0
+    again = run_campaign(store, "t", workers=1)
+    assert again["ran"] == 0
+    assert _snapshot(store, "t") == snap
+    with pytest.raises(CampaignError, match="other settings"):
+        launch_campaign(store, "t", ScreenerConfig(working_ion="auto", threshold_ev=0.5))
+
+
+def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "screener.cli", *args],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+
+
+def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, hosts, reference):
+    """Kill `campaign run` with SIGKILL mid-way; a status query from a second process works while
+    it runs; a second `campaign run` finishes with the same hops, bands and predictions."""
+    _, _, ref = reference
+    db = str(tmp_path / "store")
+    store = Store.connect(db=db)
+    store.ensure_indexes()
+    _launch(store, hosts)
+    env = {**os.environ, "SCREENER_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "screener.cli", "campaign", "run", "t", "--db", db, "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 240
+        status = None
+        while time.time() < deadline:
+            time.sleep(0.5)
+            st = _cli("campaign", "status", "t", "--db", db, "--json", env=env)
+            assert st.returncode == 0, st.stderr
+            status = json.loads(st.stdout)  # stdout is exactly one JSON document
+            if status["fireworks"].get("COMPLETED", 0) >= 5:
+                break
+        assert status is not None and status["fireworks"].get("COMPLETED", 0) >= 5
+        assert proc.poll() is None, "run finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        try:  # the run's Dask workers are its children: don't leave them behind
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    partial = campaign_status(store, "t")
+    assert not partial["complete"]
+    resumed = _cli("campaign", "run", "t", "--db", db, "--workers", "1", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "lost runs rerun" in resumed.stdout
+    assert _snapshot(store, "t") == ref
+    final = campaign_status(store, "t")
+    assert final["complete"] and set(final["fireworks"]) == {"COMPLETED"}
+    store.close()

@@ -1,0 +1,191 @@
+"""Hops on real hosts of the shipped dataset: keys, de-duplication, time box, hop network."""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pymatgen.analysis.diffusion.neb.pathfinder import DistinctPathFinder
+from pymatgen.core import Lattice, Structure
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+from screener.hops import Hop, HopError, enumerate_hops, equivalent_hop_edges, hop_key
+
+DATASET = Path(__file__).resolve().parents[1] / "screener" / "data" / "em-dataset" / "bands-train.json"
+
+
+@lru_cache(maxsize=None)
+def _entries() -> dict[str, dict]:
+    return {e["sys_name"]: e for e in json.loads(DATASET.read_text())}
+
+
+def dataset_band(sys_name: str) -> Structure:
+    a = _entries()[sys_name]["atoms"]
+    return Structure(Lattice(a["lattice_mat"]), a["elements"], a["coords"])
+
+
+def dataset_host(sys_name: str) -> tuple[Structure, str]:
+    """Host of a dataset band: sites 5.. plus the ion at site 0 (and at site 4 if the host has
+    other ions of that kind, i.e. a vacancy hop)."""
+    band = dataset_band(sys_name)
+    ion = band[0].specie.symbol
+    rest = list(band)[5:]
+    ends = [band[0], band[4]] if any(s.specie.symbol == ion for s in rest) else [band[0]]
+    return Structure.from_sites(ends + rest, to_unit_cell=True), ion
+
+
+def dataset_hop_length(sys_name: str) -> float:
+    band = dataset_band(sys_name)
+    return float(np.linalg.norm(band.lattice.get_cartesian_coords(band.frac_coords[4] - band.frac_coords[0])))
+
+
+@pytest.fixture(scope="module")
+def olivine() -> tuple[Structure, str, list[Hop]]:
+    host, ion = dataset_host("O-LiFePO4")
+    return host, ion, enumerate_hops(host, "O-LiFePO4", ion)
+
+
+def test_olivine_hops_match_dataset(olivine):
+    host, ion, hops = olivine
+    assert [round(h.length, 2) for h in hops] == sorted(round(h.length, 2) for h in hops)
+    assert abs(hops[0].length - dataset_hop_length("O-LiFePO4")) < 0.01  # the b-channel hop
+    # 16 Li in the cell, each with two b-channel neighbours -> 16 equivalent shortest hops
+    assert hops[0].multiplicity == 16
+    assert len({h.hop_key for h in hops}) == len(hops)
+    for h in hops:
+        assert all(0 <= x < 1 for x in h.isite)
+        vec = host.lattice.get_cartesian_coords(np.subtract(h.esite, h.isite))
+        assert abs(np.linalg.norm(vec) - h.length) < 1e-9
+        assert h.hop_key.startswith("O-LiFePO4:Li:") and len(h.hop_key.split(":")[-1]) == 12
+
+
+@pytest.mark.parametrize(
+    "sys_name", ["LiCo2O4", "LiCoO2_1", "Ca2.5V2P3O12", "O3-NaCoO2"]
+)  # spinel, layered Li, NASICON, layered Na
+def test_dataset_hop_is_found(sys_name):
+    host, ion = dataset_host(sys_name)
+    hops = enumerate_hops(host, sys_name, ion)
+    band = dataset_band(sys_name)
+    key = hop_key(host, sys_name, ion, band.frac_coords[0], band.frac_coords[4], 0.1)
+    assert key in {h.hop_key for h in hops}
+    assert any(abs(h.length - dataset_hop_length(sys_name)) < 0.1 for h in hops)
+
+
+def test_key_invariant_under_site_permutation(olivine):
+    host, ion, hops = olivine
+    rng = np.random.default_rng(0)
+    shuffled = Structure.from_sites([host[int(k)] for k in rng.permutation(len(host))])
+    assert {h.hop_key for h in enumerate_hops(shuffled, "O-LiFePO4", ion)} == {h.hop_key for h in hops}
+    for h in hops:
+        assert hop_key(shuffled, "O-LiFePO4", ion, h.isite, h.esite, 0.1) == h.hop_key
+
+
+def test_key_invariant_under_reversal_translation_and_symmetry(olivine):
+    host, ion, hops = olivine
+    ops = SpacegroupAnalyzer(host, symprec=0.1).get_symmetry_operations(cartesian=False)
+    for h in hops:
+        i, e = np.array(h.isite), np.array(h.esite)
+        assert hop_key(host, "O-LiFePO4", ion, e, i, 0.1) == h.hop_key
+        assert hop_key(host, "O-LiFePO4", ion, i + [1, -2, 0], e + [1, -2, 0], 0.1) == h.hop_key
+        for op in ops[:: max(1, len(ops) // 8)]:
+            assert hop_key(host, "O-LiFePO4", ion, op.operate(i), op.operate(e), 0.1) == h.hop_key
+
+
+def test_distinct_hops_of_equal_length_get_different_keys():
+    host, ion = dataset_host("Li3OCl_1")  # antiperovskite with a vacancy: two 3.908 A hops
+    hops = enumerate_hops(host, "Li3OCl_1", ion)
+    assert len({h.hop_key for h in hops}) == len(hops)
+    equal = [h for h in hops if abs(h.length - 3.908) < 0.001]
+    assert len(equal) == 2 and equal[0].hop_key != equal[1].hop_key
+    # and they are different paths: their sets of equivalent edges in the cell don't overlap
+    e0, e1 = ({e[:3] for e in equivalent_hop_edges(host, ion, [h])} for h in equal)
+    assert e0 and e1 and not e0 & e1
+
+
+def test_symprec_merges_copies_that_differ_by_relaxation():
+    # relaxed spinel: DistinctPathFinder's MigrationHop compares at its 0.001 default and returns
+    # four 3.42-3.43 A paths; at symprec 0.1 (Fd-3m) they are one hop, 16 Li x 4 / 2 = 32 copies
+    host, ion = dataset_host("LiCo2O4")
+    raw = DistinctPathFinder(host, ion, max_path_length=5.0, symprec=0.1).get_paths()
+    hops = enumerate_hops(host, "LiCo2O4", ion)
+    assert len(raw) > len(hops) == 1
+    assert hops[0].multiplicity == 32
+
+
+def test_reversed_duplicates_are_merged():
+    # a layered host with Li on two orbits: DistinctPathFinder returns A->B and B->A separately
+    host, ion = dataset_host("LiCoO2_1")
+    hops = enumerate_hops(host, "LiCoO2_1", ion)
+    keys = [h.hop_key for h in hops]
+    assert len(keys) == len(set(keys))
+    raw = DistinctPathFinder(host, ion, max_path_length=5.0, symprec=0.1).get_paths()
+    assert len(hops) < len(raw)  # 148 raw paths -> 88 distinct hops
+    for h in hops:
+        assert hop_key(host, "LiCoO2_1", ion, h.esite, h.isite, h.symprec) == h.hop_key
+
+
+def test_no_ion_raises_one_line():
+    host, _ = dataset_host("O-LiFePO4")
+    with pytest.raises(HopError) as err:
+        enumerate_hops(host, "O-FePO4-x", "Na")
+    msg = str(err.value)
+    assert msg.startswith("O-FePO4-x: no Na sites") and "\n" not in msg
+
+
+def test_no_hop_within_max_length():
+    host, ion = dataset_host("O-LiFePO4")
+    with pytest.raises(HopError, match=r"^O-LiFePO4: no Li-Li hop within 1 A \(16 Li site\(s\) in the cell"):
+        enumerate_hops(host, "O-LiFePO4", ion, max_length=1.0)
+
+
+def test_timeout_really_interrupts():
+    host, ion = dataset_host("LiCoO2_1")  # ~1 s of work
+    t0 = time.perf_counter()
+    with pytest.raises(HopError, match=r"^LiCoO2_1: hop enumeration timed out after 0.01 s$"):
+        enumerate_hops(host, "LiCoO2_1", ion, timeout_s=0.01)
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_hop_doc_round_trip(olivine):
+    _, _, hops = olivine
+    doc = hops[0].to_doc()
+    assert doc["_id"] == hops[0].hop_key
+    assert set(doc) == {"_id", "hop_key", "host_id", "working_ion", "isite", "esite", "length", "symprec", "multiplicity"}
+    assert Hop.from_doc(json.loads(json.dumps(doc))) == hops[0]
+    with pytest.raises(HopError, match="bad hop document"):
+        Hop.from_doc({"_id": "x"})
+
+
+def test_equivalent_hop_edges_form_the_b_channels(olivine):
+    host, ion, hops = olivine
+    edges = equivalent_hop_edges(host, ion, hops[:1])
+    assert len(edges) == hops[0].multiplicity == 16
+    degree = {}
+    for i, j, image, key in edges:
+        assert key == hops[0].hop_key
+        assert host[i].specie.symbol == host[j].specie.symbol == ion
+        d = np.linalg.norm(host.lattice.get_cartesian_coords(host.frac_coords[j] + image - host.frac_coords[i]))
+        assert abs(d - hops[0].length) < 0.02
+        degree[i] = degree.get(i, 0) + 1
+        degree[j] = degree.get(j, 0) + 1
+    assert set(degree.values()) == {2}  # every Li sits in a 1D chain
+    all_edges = equivalent_hop_edges(host, ion, hops)
+    assert len(all_edges) == sum(h.multiplicity for h in hops)
+
+
+def test_timeout_fallback_without_child_process(monkeypatch):
+    # inside a daemonic process (e.g. a Dask nanny worker) no child may be forked: SIGALRM instead
+    import screener.hops as hops_mod
+
+    monkeypatch.setattr(hops_mod, "_fork_ok", lambda: False)
+    host, ion = dataset_host("LiCoO2_1")
+    t0 = time.perf_counter()
+    with pytest.raises(HopError, match="timed out after 0.05 s"):
+        enumerate_hops(host, "LiCoO2_1", ion, timeout_s=0.05)
+    assert time.perf_counter() - t0 < 0.5
+    olivine_host, _ = dataset_host("O-LiFePO4")
+    assert enumerate_hops(olivine_host, "O-LiFePO4", "Li")[0].multiplicity == 16  # unboxed result
