@@ -413,8 +413,10 @@ def candidates(
     ion: str | None = None,
     limit: int | None = None,
     rank_by: str = "barrier",
+    per_host: bool = False,
 ) -> list[dict[str, Any]]:
-    """Every predicted hop of the campaign as a row, lowest barrier first."""
+    """Every predicted hop of the campaign as a row, lowest barrier first (with ``per_host``, only
+    the best hop of each host and ion)."""
     from screener.ranking import rank_key
 
     doc = get_campaign(store, name)
@@ -458,4 +460,12 @@ def candidates(
                 }
             )
     rows.sort(key=lambda r: rank_key(r, rank_by))
+    if per_host:
+        seen: set[tuple[str, str]] = set()
+        best = []
+        for r in rows:
+            if (r["host_id"], r["working_ion"]) not in seen:
+                seen.add((r["host_id"], r["working_ion"]))
+                best.append(r)
+        rows = best
     return rows[:limit] if limit else rows

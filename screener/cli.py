@@ -29,6 +29,8 @@ app.add_typer(hosts_app, name="hosts")
 app.add_typer(campaign_app, name="campaign")
 
 out = Console()
+if not out.is_terminal:  # piped or captured: don't squeeze tables into 80 columns
+    out = Console(width=120)
 err = Console(stderr=True)
 
 DbOpt = Annotated[
@@ -351,14 +353,18 @@ def campaign_status_cmd(
 
 def _candidate_table(rows: list[dict], title: str) -> Table:
     table = Table(title=title)
-    for col in ("#", "host", "formula", "ion", "hop (A)", "E_m (eV)", "flag", "1D perc. (eV)"):
-        table.add_column(col, justify="right" if col in ("#", "hop (A)", "E_m (eV)") else "left")
+    cols = [("#", "right"), ("host", "left"), ("formula", "left"), ("ion", "left"),
+            ("hop (Å)", "right"), ("E_m (eV)", "right"), ("± (eV)", "right"), ("flagged", "center"),
+            ("1D perc. (eV)", "right")]
+    for col, justify in cols:
+        table.add_column(col, justify=justify, no_wrap=True, overflow="ellipsis",
+                         max_width=16 if col in ("host", "formula") else None)
     for k, r in enumerate(rows, 1):
         perc = (r.get("percolation_ev") or {}).get("1d")
         table.add_row(
             str(k), str(r["name"]), str(r["formula"]), r["working_ion"],
             f"{r['hop_length']:.2f}" if r["hop_length"] is not None else "-",
-            f"{r['barrier_ev']:.2f} ± {r['barrier_std_ev']:.2f}",
+            f"{r['barrier_ev']:.2f}", f"{r['barrier_std_ev']:.2f}",
             "yes" if r["flagged"] else "", f"{perc:.2f}" if perc is not None else "-",
         )
     return table
@@ -375,6 +381,9 @@ def candidates_cmd(
     rank_by: Annotated[
         str, typer.Option("--rank-by", help="barrier (hop E_m) or percolation (host 1D value).")
     ] = "barrier",
+    per_host: Annotated[
+        bool, typer.Option("--per-host", help="Only the best hop of each host (and ion).")
+    ] = False,
     as_json: JsonOpt = False,
     db: DbOpt = None,
     launchpad: LpOpt = None,
@@ -388,7 +397,10 @@ def candidates_cmd(
         _fail("--limit must be at least 1", 2)
     store = _store(db, launchpad)
     try:
-        rows = candidates(store, name, max_barrier=max_barrier, ion=ion, limit=limit, rank_by=rank_by)
+        rows = candidates(
+            store, name, max_barrier=max_barrier, ion=ion, limit=limit, rank_by=rank_by,
+            per_host=per_host,
+        )
     except CampaignError as exc:
         _fail(str(exc))
     store.close()
@@ -405,7 +417,7 @@ def demo(
     db: DbOpt = None,
     launchpad: LpOpt = None,
 ) -> None:
-    """Import the shipped dataset's hosts, screen them for their ions, print the top candidates.
+    """Import the shipped dataset's hosts, screen them for their ions, print the best hosts.
 
     Run again, it reuses what is stored and only finishes what is left.
     """
@@ -430,10 +442,10 @@ def demo(
     result = _run(store, "demo", None, workers)
     from screener.campaign import campaign_status, candidates
 
-    rows = candidates(store, "demo", limit=top)
+    rows = candidates(store, "demo", limit=top, per_host=True)
     status = campaign_status(store, "demo")
     store.close()
-    out.print(_candidate_table(rows, f"demo: top {len(rows)} of {status['predictions']} predicted hops"))
+    out.print(_candidate_table(rows, f"demo: the {len(rows)} best hosts (best hop of each)"))
     h = status["hosts"]
     out.print(
         f"{h['done']} hosts screened, {h['failed']} failed, {status['flagged_hops']} hops in "

@@ -6,7 +6,7 @@ Everything a user can tune lives here, so a campaign document records exactly wh
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 

@@ -36,6 +36,63 @@ def network_dimensionality(ion_structure: Structure, edges: Iterable[Edge]) -> i
     return max(c["dimensionality"] for c in get_structure_components(graph))
 
 
+class PeriodicUnionFind:
+    """Connected components of a periodic graph, with the lattice translations each one spans.
+
+    Each node keeps its cell offset relative to its component's root; an edge that closes a loop
+    with a non-zero net offset is a translation the component spans, and the rank of those
+    translations is its dimensionality. Edges are added one at a time, so a sweep over barriers
+    costs one pass (pymatgen's Larsen analysis gives the same answer but rebuilds a graph per step).
+    """
+
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+        self.offset = np.zeros((n, 3), dtype=int)
+        self.translations: dict[int, np.ndarray] = {}
+        self.dimensionality = 0
+
+    def find(self, i: int) -> tuple[int, np.ndarray]:
+        """Root of ``i`` and the offset of ``i`` from it (with path compression)."""
+        path = []
+        while self.parent[i] != i:
+            path.append(i)
+            i = self.parent[i]
+        root, acc = i, np.zeros(3, dtype=int)
+        for node in reversed(path):
+            acc = acc + self.offset[node]
+            self.offset[node] = acc
+            self.parent[node] = root
+        return root, (self.offset[path[0]] if path else np.zeros(3, dtype=int))
+
+    def _rank(self, vectors: np.ndarray) -> np.ndarray:
+        """A basis (at most 3 rows) of the span of ``vectors``."""
+        basis: list[np.ndarray] = []
+        for v in vectors:
+            trial = np.array(basis + [v], dtype=float)
+            if np.linalg.matrix_rank(trial) > len(basis):
+                basis.append(v)
+        return np.array(basis, dtype=int).reshape(-1, 3)
+
+    def add_edge(self, i: int, j: int, image: tuple[int, int, int]) -> int:
+        """Join node i in cell 0 with node j in cell ``image``; returns the new dimensionality."""
+        ri, xi = self.find(i)
+        rj, xj = self.find(j)
+        d = np.asarray(image, dtype=int) - xj + xi
+        if ri == rj:
+            if d.any():
+                old = self.translations.get(ri, np.zeros((0, 3), dtype=int))
+                self.translations[ri] = self._rank(np.vstack([old, d]))
+        else:
+            self.parent[rj] = ri
+            self.offset[rj] = d
+            both = [self.translations.pop(r) for r in (ri, rj) if r in self.translations]
+            if both:
+                self.translations[ri] = self._rank(np.vstack(both))
+        if ri in self.translations:
+            self.dimensionality = max(self.dimensionality, len(self.translations[ri]))
+        return self.dimensionality
+
+
 def percolation_barriers(
     structure: Structure,
     working_ion: str,
@@ -46,21 +103,19 @@ def percolation_barriers(
 
     ``edges`` are (i, j, image of j, hop_key) over the host's sites (indices into ``structure``);
     ``barrier_by_key`` gives each distinct hop's predicted barrier. Edges whose hop has no barrier
-    are left out. The sweep adds hops in order of barrier and records the barrier of the hop that
-    first raises the dimensionality.
+    are left out. Hops are added in order of barrier; the barrier of the hop that first raises the
+    dimensionality of the network to d is its d-dimensional percolation barrier.
     """
-    ion_idx = [k for k, site in enumerate(structure) if site.specie.symbol == working_ion]
-    remap = {k: n for n, k in enumerate(ion_idx)}
-    ion_structure = Structure.from_sites([structure[k] for k in ion_idx])
-    usable = [
-        (remap[i], remap[j], image, key)
+    ion_idx = {k for k, site in enumerate(structure) if site.specie.symbol == working_ion}
+    usable = sorted(
+        (barrier_by_key[key], i, j, tuple(int(x) for x in image))
         for i, j, image, key in edges
-        if key in barrier_by_key and i in remap and j in remap
-    ]
+        if key in barrier_by_key and i in ion_idx and j in ion_idx
+    )
     result: dict[str, float | None] = {"1d": None, "2d": None, "3d": None}
-    for barrier in sorted({barrier_by_key[e[3]] for e in usable}):
-        active = [e for e in usable if barrier_by_key[e[3]] <= barrier]
-        dim = network_dimensionality(ion_structure, active)
+    uf = PeriodicUnionFind(len(structure))
+    for barrier, i, j, image in usable:
+        dim = uf.add_edge(i, j, image)
         for d in range(1, dim + 1):
             if result[f"{d}d"] is None:
                 result[f"{d}d"] = float(barrier)

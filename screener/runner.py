@@ -82,10 +82,30 @@ def fireworks_states(store: Store, campaign: str) -> dict[str, int]:
     return dict(sorted(states.items()))
 
 
+def clear_stale_workflow_locks(store: Store, campaign: str, fw_ids: list[int] | None = None) -> int:
+    """Release FireWorks workflow locks left by a killed runner; returns how many were set.
+
+    A runner killed inside a workflow update leaves the workflow ``locked`` and every later update
+    of it waits five minutes and fails. On the embedded store every workflow lock is taken inside
+    the store's cross-process lock, so under that lock any set flag is stale. On a real MongoDB only
+    the workflows of runs known to be lost (``fw_ids``) are released.
+    """
+    lp = store.launchpad()
+    query: dict[str, Any] = {"metadata.campaign": campaign, "locked": {"$exists": True}}
+    if store.mode != "embedded":
+        if not fw_ids:
+            return 0
+        query["nodes"] = {"$in": list(fw_ids)}
+    with store.write_lock():
+        return lp.workflows.update_many(query, {"$unset": {"locked": True}}).modified_count
+
+
 def recover_lost_runs(store: Store, campaign: str) -> list[int]:
     """Rerun the campaign's RUNNING/RESERVED Fireworks whose runner is gone; returns their ids."""
     lp = store.launchpad()
     lost: list[int] = []
+    if store.mode == "embedded":
+        clear_stale_workflow_locks(store, campaign)
     for fw in lp.fireworks.find(
         {"spec.campaign": campaign, "state": {"$in": ["RUNNING", "RESERVED"]}},
         {"fw_id": 1, "launches": 1},
@@ -94,13 +114,17 @@ def recover_lost_runs(store: Store, campaign: str) -> list[int]:
         launch = lp.launches.find_one({"launch_id": max(launch_ids)}) if launch_ids else None
         worker = ((launch or {}).get("fworker") or {}).get("name", "")
         if _runner_alive(worker) is False:
+            clear_stale_workflow_locks(store, campaign, [fw["fw_id"]])
             lp.rerun_fw(fw["fw_id"])
             lost.append(fw["fw_id"])
     if store.mode == "mongodb":  # runs of other machines: FireWorks' ping-based detection
-        found = lp.detect_lostruns(
-            expiration_secs=LOST_AFTER_S, rerun=True, query={"spec.campaign": campaign}
+        _, stale, _ = lp.detect_lostruns(
+            expiration_secs=LOST_AFTER_S, query={"spec.campaign": campaign}
         )
-        lost.extend(found[1] if isinstance(found, tuple) and len(found) > 1 else [])
+        clear_stale_workflow_locks(store, campaign, stale)
+        for fw_id in stale:
+            lp.rerun_fw(fw_id)
+        lost.extend(stale)
     return sorted(set(lost))
 
 

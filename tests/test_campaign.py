@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -116,10 +117,16 @@ def test_relaunch_and_rerun_add_nothing(reference, hosts):
 
 
 def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "screener.cli", *args],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
+    """Run the CLI; output goes through files, so the call returns when the CLI itself exits
+    (a pipe would also wait for any grandchild that inherited it, e.g. a slow Dask worker)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.run(
+            [sys.executable, "-m", "screener.cli", *args],
+            stdout=out, stderr=err, text=True, env=env, timeout=300,
+        )
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
 
 
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, hosts, reference):
@@ -136,16 +143,18 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, hosts, refe
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
     )
     try:
+        # a second process reads the store while the run writes to it
+        st = _cli("campaign", "status", "t", "--db", db, "--json", env=env)
+        assert st.returncode == 0, st.stderr
+        status = json.loads(st.stdout)  # stdout is exactly one JSON document
+        assert status["hosts"]["total"] == len(hosts)
+        assert proc.poll() is None, "run finished before the status query returned"
+        # kill it as soon as a first Firework has finished (polling this process's own connection)
         deadline = time.time() + 240
-        status = None
-        while time.time() < deadline:
-            time.sleep(0.5)
-            st = _cli("campaign", "status", "t", "--db", db, "--json", env=env)
-            assert st.returncode == 0, st.stderr
-            status = json.loads(st.stdout)  # stdout is exactly one JSON document
-            if status["fireworks"].get("COMPLETED", 0) >= 5:
+        while time.time() < deadline and proc.poll() is None:
+            if campaign_status(store, "t")["fireworks"].get("COMPLETED", 0) >= 1:
                 break
-        assert status is not None and status["fireworks"].get("COMPLETED", 0) >= 5
+            time.sleep(0.05)
         assert proc.poll() is None, "run finished before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)

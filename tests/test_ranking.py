@@ -50,3 +50,23 @@ def test_rank_key_puts_missing_values_last():
     perc = [{"percolation_ev": {"1d": 0.9}}, {"percolation_ev": {"1d": 0.1}}, {"percolation_ev": None}]
     ordered = sorted(perc, key=lambda r: rank_key(r, "percolation"))
     assert ordered[0]["percolation_ev"]["1d"] == 0.1 and ordered[-1]["percolation_ev"] is None
+
+
+def test_union_find_agrees_with_pymatgen_larsen():
+    """The incremental sweep gives pymatgen's dimensionality on random periodic graphs."""
+    import random
+
+    from screener.ranking import PeriodicUnionFind
+
+    rng = random.Random(0)
+    s = Structure(Lattice.cubic(5.0), ["Li"] * 4, [[0, 0, 0], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5]])
+    for _ in range(60):
+        edges = []
+        uf = PeriodicUnionFind(len(s))
+        for _ in range(rng.randint(1, 7)):
+            i, j = rng.randrange(4), rng.randrange(4)
+            image = tuple(rng.choice([-1, 0, 0, 1]) for _ in range(3))
+            if i == j and image == (0, 0, 0):
+                continue
+            edges.append((i, j, image, "k"))
+            assert uf.add_edge(i, j, image) == network_dimensionality(s, edges)

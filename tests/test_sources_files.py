@@ -12,7 +12,7 @@ import pytest
 from pymatgen.io.cif import CifWriter
 from pymatgen.io.vasp import Poscar
 
-from screener.hosts import Host, HostInputError
+from screener.hosts import Host
 from screener.sources.dataset import DATASET_DIR, dataset_hosts
 from screener.sources.files import read_hosts
 
