@@ -66,3 +66,24 @@ def store(tmp_path: Path, mongodb_uri: str | None) -> Iterator[Store]:
     finally:
         s.client.drop_database(name)
         s.close()
+
+
+@pytest.fixture(scope="session")
+def store_location(tmp_path_factory: pytest.TempPathFactory, mongodb_uri: str | None):
+    """Factory of fresh store locations, as `--db` takes them: an embedded store folder, or a
+    uniquely named database on --mongodb-uri (all dropped at the end of the session)."""
+    made: list[str] = []
+
+    def make() -> str:
+        if not mongodb_uri:
+            return str(tmp_path_factory.mktemp("db") / "store")
+        name = f"screener_test_{uuid.uuid4().hex[:12]}"
+        made.append(name)
+        return _with_db_name(mongodb_uri, name)
+
+    yield make
+    if made:
+        s = Store.connect(db=mongodb_uri)
+        for name in made:
+            s.client.drop_database(name)
+        s.close()

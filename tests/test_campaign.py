@@ -53,9 +53,9 @@ def _snapshot(store: Store, name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, hosts):
-    """An uninterrupted run on its own embedded store."""
-    store = Store.embedded(tmp_path_factory.mktemp("ref") / "store")
+def reference(store_location, hosts):
+    """An uninterrupted run on a store of its own (embedded, or --mongodb-uri)."""
+    store = Store.connect(db=store_location())
     store.ensure_indexes()
     _launch(store, hosts)
     result = run_campaign(store, "t", workers=1)
@@ -129,11 +129,11 @@ def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
         return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
 
 
-def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, hosts, reference):
+def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, hosts, reference, store_location):
     """Kill `campaign run` with SIGKILL mid-way; a status query from a second process works while
     it runs; a second `campaign run` finishes with the same hops, bands and predictions."""
     _, _, ref = reference
-    db = str(tmp_path / "store")
+    db = store_location()
     store = Store.connect(db=db)
     store.ensure_indexes()
     _launch(store, hosts)
