@@ -1,4 +1,5 @@
-"""Pictures of a campaign (barrier histogram); model plots live in ``screener.model.plots``."""
+"""Pictures: the shared way to write a figure, and a campaign's barrier histogram (the model's
+parity plots and confusion matrices live in ``screener.model.plots``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (folders made as needed) and free it."""
+    path = Path(path)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def barrier_histogram(barriers: Sequence[float], threshold: float, path: Path) -> Path:
     """Histogram of predicted hop barriers with the flagging threshold marked."""
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
@@ -19,7 +30,4 @@ def barrier_histogram(barriers: Sequence[float], threshold: float, path: Path) -
     ax.set_xlabel("predicted E_m (eV)")
     ax.set_ylabel("hops")
     ax.legend(frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

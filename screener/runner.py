@@ -9,12 +9,13 @@ runs lost on other machines are found by FireWorks' own ping-based ``detect_lost
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from filelock import FileLock, Timeout
 
@@ -29,6 +30,15 @@ def _runners_dir() -> Path:
     d = screener_home() / "runners"
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+@functools.lru_cache(maxsize=None)
+def fireworks_log(home: Path) -> TextIO:
+    """Where the Rockets' own log lines go during a run (kept open for the process's life, since
+    FireWorks binds its stream handlers to whatever stdout was when it made them)."""
+    path = home / "logs" / "fireworks.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "a", buffering=1)  # noqa: SIM115
 
 
 def runner_name(pid: int | None = None) -> str:
@@ -153,8 +163,13 @@ def run_campaign(
     lp = store.launchpad()
     launch_dir = screener_home() / "launches" / campaign
     launch_dir.mkdir(parents=True, exist_ok=True)
+    categories = ["cpu", "gpu"] if gpu else ["cpu"]
+    query = {"spec.campaign": campaign}
+    ran = 0
     with runner_lock() as name:
         lost = recover_lost_runs(store, campaign)
+        if not lp.run_exists(FWorker(name=name, category=categories, query=query)):
+            return {"ran": 0, "lost_rerun": lost, "fireworks": fireworks_states(store, campaign)}
         with contextlib.ExitStack() as stack:
             scheduler = dask_scheduler
             if scheduler is None:
@@ -162,8 +177,8 @@ def run_campaign(
                 scheduler = client.scheduler.address
             fworker = FWorker(
                 name=name,
-                category=["cpu", "gpu"] if gpu else ["cpu"],
-                query={"spec.campaign": campaign},
+                category=categories,
+                query=query,
                 env={
                     "dask_scheduler": scheduler,
                     "dask_workers": workers,
@@ -173,8 +188,8 @@ def run_campaign(
             if store.mode == "mongodb" and store.uri:
                 # the tasks reopen the store; the password travels by environment, not the database
                 stack.enter_context(_environ("SCREENER_DB", store.uri))
-            ran = 0
             cwd = os.getcwd()
+            stack.enter_context(contextlib.redirect_stdout(fireworks_log(screener_home())))
             try:
                 while lp.run_exists(fworker):
                     rapidfire(lp, fworker, m_dir=str(launch_dir), nlaunches=1, strm_lvl="ERROR")

@@ -297,11 +297,13 @@ class Store:
                 from screener.launchpad import init_launchpad
 
                 # `lpad reset` cannot reach this store, so initialise it here (never erases data).
-                self._launchpad = init_launchpad(EmbeddedLaunchPad(self))
+                self._launchpad = init_launchpad(EmbeddedLaunchPad(self, strm_lvl="WARNING"))
             else:
                 from fireworks import LaunchPad
 
-                self._launchpad = LaunchPad(host=self.uri, uri_mode=True, name=self.db_name)
+                self._launchpad = LaunchPad(
+                    host=self.uri, uri_mode=True, name=self.db_name, strm_lvl="WARNING"
+                )
         return self._launchpad
 
     def describe(self) -> str:

@@ -3,33 +3,14 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import pytest
-from pymatgen.core import Lattice, Structure
 
 from screener.bands import BandError, band_from_doc, band_to_doc, build_band
 from screener.hops import Hop, enumerate_hops, hop_key
 
-DATASET = Path(__file__).resolve().parents[1] / "screener" / "data" / "em-dataset" / "bands-train.json"
-
-
-@lru_cache(maxsize=None)
-def _entries() -> dict[str, dict]:
-    return {e["sys_name"]: e for e in json.loads(DATASET.read_text())}
-
-
-def dataset_band(sys_name: str) -> Structure:
-    a = _entries()[sys_name]["atoms"]
-    return Structure(Lattice(a["lattice_mat"]), a["elements"], a["coords"])
-
-
-def dataset_host(sys_name: str) -> tuple[Structure, str]:
-    """Host of a dataset band: sites 5.. plus the ion at sites 0 and 4 (vacancy hop)."""
-    band = dataset_band(sys_name)
-    return Structure.from_sites([band[0], band[4]] + list(band)[5:], to_unit_cell=True), band[0].specie.symbol
+from _dataset import dataset_band, dataset_host
 
 
 def dataset_hop_length(sys_name: str) -> float:

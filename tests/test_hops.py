@@ -4,38 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import pytest
 from pymatgen.analysis.diffusion.neb.pathfinder import DistinctPathFinder
-from pymatgen.core import Lattice, Structure
+from pymatgen.core import Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from screener.hops import Hop, HopError, enumerate_hops, equivalent_hop_edges, hop_key
 
-DATASET = Path(__file__).resolve().parents[1] / "screener" / "data" / "em-dataset" / "bands-train.json"
-
-
-@lru_cache(maxsize=None)
-def _entries() -> dict[str, dict]:
-    return {e["sys_name"]: e for e in json.loads(DATASET.read_text())}
-
-
-def dataset_band(sys_name: str) -> Structure:
-    a = _entries()[sys_name]["atoms"]
-    return Structure(Lattice(a["lattice_mat"]), a["elements"], a["coords"])
-
-
-def dataset_host(sys_name: str) -> tuple[Structure, str]:
-    """Host of a dataset band: sites 5.. plus the ion at site 0 (and at site 4 if the host has
-    other ions of that kind, i.e. a vacancy hop)."""
-    band = dataset_band(sys_name)
-    ion = band[0].specie.symbol
-    rest = list(band)[5:]
-    ends = [band[0], band[4]] if any(s.specie.symbol == ion for s in rest) else [band[0]]
-    return Structure.from_sites(ends + rest, to_unit_cell=True), ion
+from _dataset import dataset_band, dataset_host
 
 
 def dataset_hop_length(sys_name: str) -> float:

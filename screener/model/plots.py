@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 
 from screener.config import DEFAULT_THRESHOLD_EV  # noqa: E402
 from screener.model.metrics import Z90, score  # noqa: E402
+from screener.plots import save_figure  # noqa: E402
 
 
 def parity_plot(
@@ -32,12 +33,7 @@ def parity_plot(
     ax.set(xlim=(0, hi), ylim=(0, hi), xlabel="DFT E_m (eV)", ylabel="predicted E_m (eV)")
     ax.set_title(f"{title}\nMAE {s['mae']:.3f} eV, R2 {s['r2']:.2f}, acc {s['accuracy']:.0%}",
                  fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def confusion_plot(
@@ -59,9 +55,4 @@ def confusion_plot(
             ax.text(j, i, str(m[i, j]), ha="center", va="center",
                     color="white" if m[i, j] > m.max() / 2 else "black")
     ax.set_title(f"{title} (E_m <= {threshold} eV = good)", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

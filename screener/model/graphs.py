@@ -1,0 +1,264 @@
+"""Crystal graphs (atoms + bonds) and their line graphs (bond pairs = angles) for the ALIGNN model.
+
+Why our own builder: pymatgen's Cython neighbour list is fast, and we keep *every* neighbour tied
+with the k-th nearest one, so the graph of a structure does not depend on the order its sites are
+listed in (a plain top-k breaks ties by index). The line graph is alignn's vectorised
+``_line_graph_edges``. Graphs are plain numpy arrays (node features are looked up from the atomic
+numbers at batch time), cached on disk as ``.npz`` keyed by a hash of the structure and settings, so
+epochs after the first cost only the network.
+
+A band (first five sites: migrating ion at initial site, three images, final site) is graphed as
+is; ``n_band_sites`` marks those five nodes for pooling that looks at the hop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from pymatgen.core import Structure
+
+#: Bump when the builder changes in a way that changes graphs (invalidates caches).
+GRAPH_VERSION = 1
+N_ATOM_FEATURES = 92  # alignn's "cgcnn" atom features
+
+
+@dataclass(frozen=True)
+class GraphSettings:
+    """What decides a graph; part of the cache key."""
+
+    cutoff: float = 8.0
+    """Largest bond length considered (Angstrom)."""
+    max_neighbors: int = 8
+    """k: bonds per atom (plus ties with the k-th). 8 instead of alignn's 12 halves the triplets."""
+    tie_tol: float = 1e-3
+    """Neighbours within this of the k-th distance are kept too (Angstrom)."""
+
+    def key(self) -> str:
+        return f"v{GRAPH_VERSION}-c{self.cutoff:g}-k{self.max_neighbors}-t{self.tie_tol:g}"
+
+
+@dataclass
+class CrystalGraph:
+    """One structure's graph: nodes = sites, directed edges src->dst with vector r, line graph."""
+
+    z: np.ndarray
+    """(N,) atomic numbers."""
+    src: np.ndarray
+    """(E,) int32."""
+    dst: np.ndarray
+    """(E,) int32."""
+    r: np.ndarray
+    """(E, 3) float32 bond vectors dst - src (Angstrom, periodic image included)."""
+    lg_src: np.ndarray
+    """(T,) int32 edge index of bond (u,v)."""
+    lg_dst: np.ndarray
+    """(T,) int32 edge index of bond (v,w)."""
+    n_band_sites: int = 0
+    """Leading nodes that are the hop (5 for a band, 0 for a bulk structure)."""
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.z.shape[0])
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.src.shape[0])
+
+    @property
+    def num_triplets(self) -> int:
+        return int(self.lg_src.shape[0])
+
+    def nbytes(self) -> int:
+        return sum(getattr(self, f.name).nbytes for f in fields(self) if f.name != "n_band_sites")
+
+
+def structure_key(structure: Structure, settings: GraphSettings, n_band_sites: int = 0) -> str:
+    """sha256 of lattice, species, fractional coords (rounded to 1e-6) and the graph settings."""
+    h = hashlib.sha256()
+    h.update(settings.key().encode())
+    h.update(f"|b{n_band_sites}|".encode())
+    h.update(np.round(structure.lattice.matrix, 6).astype(np.float64).tobytes())
+    h.update(np.asarray(structure.atomic_numbers, dtype=np.int16).tobytes())
+    h.update(np.round(structure.frac_coords % 1.0, 6).astype(np.float64).tobytes())
+    return h.hexdigest()[:32]
+
+
+def _knn_with_ties(center: np.ndarray, dist: np.ndarray, n: int, k: int, tol: float) -> np.ndarray:
+    """Indices of pairs to keep: per center the k nearest plus all tied with the k-th."""
+    order = np.lexsort((dist, center))  # by center, then distance
+    c_sorted = center[order]
+    d_sorted = dist[order]
+    starts = np.searchsorted(c_sorted, np.arange(n))
+    rank = np.arange(len(order)) - starts[c_sorted]
+    counts = np.bincount(c_sorted, minlength=n)
+    kth_pos = starts + np.minimum(counts, k) - 1  # position of k-th (or last) neighbour per center
+    kth = np.full(n, -np.inf)
+    has = counts > 0
+    kth[has] = d_sorted[kth_pos[has]]
+    keep = (rank < k) | (d_sorted <= kth[c_sorted] + tol)
+    return order[keep]
+
+
+def line_graph_edges(src: np.ndarray, dst: np.ndarray, num_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs of bonds (u->v, v->w), backtracking included as in alignn; numpy port of alignn's
+    vectorised ``_line_graph_edges`` (its torch.repeat_interleave was most of the build time)."""
+    order = np.argsort(src, kind="stable")
+    sorted_src = src[order]
+    start = np.searchsorted(sorted_src, np.arange(num_nodes), side="left")
+    end = np.searchsorted(sorted_src, np.arange(num_nodes), side="right")
+    starts, counts = start[dst], end[dst] - start[dst]
+    total = int(counts.sum())
+    if total == 0:
+        empty = np.zeros(0, dtype=np.int32)
+        return empty, empty
+    lg_src = np.repeat(np.arange(len(src), dtype=np.int64), counts)
+    row_start = np.cumsum(counts) - counts
+    pos = np.repeat(starts - row_start, counts) + np.arange(total)
+    return lg_src.astype(np.int32), order[pos].astype(np.int32)
+
+
+def build_graph(structure: Structure, settings: GraphSettings = GraphSettings(),
+                n_band_sites: int = 0, name: str = "structure") -> CrystalGraph:
+    """Graph of one structure (no cache). ValueError naming ``name`` if it cannot be graphed."""
+    n = len(structure)
+    if n == 0:
+        raise ValueError(f"{name}: empty structure, nothing to graph")
+    if not structure.is_ordered:
+        raise ValueError(f"{name}: disordered structure (partial occupancies) cannot be graphed")
+    center, neigh, images, dist = structure.get_neighbor_list(settings.cutoff, exclude_self=True)
+    if len(center) == 0:
+        raise ValueError(f"{name}: no neighbour within {settings.cutoff} A of any site")
+    center = center.astype(np.int64)
+    neigh = neigh.astype(np.int64)
+    keep = _knn_with_ties(center, dist, n, settings.max_neighbors, settings.tie_tol)
+    keep.sort()
+    src, dst, img = center[keep], neigh[keep], images[keep]
+    cart = structure.cart_coords
+    r = cart[dst] - cart[src] + img @ structure.lattice.matrix
+    src32, dst32 = src.astype(np.int32), dst.astype(np.int32)
+    lg_src, lg_dst = line_graph_edges(src32, dst32, n)
+    return CrystalGraph(z=np.asarray(structure.atomic_numbers, dtype=np.int16), src=src32, dst=dst32,
+                        r=r.astype(np.float32), lg_src=lg_src, lg_dst=lg_dst,
+                        n_band_sites=n_band_sites)
+
+
+class GraphCache:
+    """On-disk graph cache: ``<dir>/<key[:2]>/<key>.npz`` (a hit returns the same arrays)."""
+
+    def __init__(self, directory: Path | str, settings: GraphSettings = GraphSettings()):
+        self.directory = Path(directory)
+        self.settings = settings
+        self.hits = 0
+        self.misses = 0
+
+    def path(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.npz"
+
+    def get(self, structure: Structure, n_band_sites: int = 0, name: str = "structure") -> CrystalGraph:
+        """Cached graph of ``structure``; built and written on a miss."""
+        key = structure_key(structure, self.settings, n_band_sites)
+        path = self.path(key)
+        if path.is_file():
+            try:
+                graph = load_graph(path)
+                self.hits += 1
+                return graph
+            except Exception:  # a torn file from a killed run: rebuild it
+                pass
+        graph = build_graph(structure, self.settings, n_band_sites, name=name)
+        save_graph(path, graph)
+        self.misses += 1
+        return graph
+
+
+def save_graph(path: Path, graph: CrystalGraph) -> None:
+    """Write atomically (temp file + rename) so concurrent or killed writers never leave half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as fh:
+        np.savez(fh, z=graph.z, src=graph.src, dst=graph.dst, r=graph.r, lg_src=graph.lg_src,
+                 lg_dst=graph.lg_dst, n_band_sites=np.int32(graph.n_band_sites))
+    os.replace(tmp, path)
+
+
+def load_graph(path: Path) -> CrystalGraph:
+    with np.load(path) as d:
+        return CrystalGraph(z=d["z"], src=d["src"], dst=d["dst"], r=d["r"], lg_src=d["lg_src"],
+                            lg_dst=d["lg_dst"], n_band_sites=int(d["n_band_sites"]))
+
+
+def band_graph(band: Structure, settings: GraphSettings = GraphSettings(),
+               cache: GraphCache | None = None, name: str = "band") -> CrystalGraph:
+    """Graph of a band as the engine builds it (first five sites = the hop)."""
+    if len(band) < 6:
+        raise ValueError(f"{name}: a band needs 5 hop sites plus the host, got {len(band)} sites")
+    if cache is not None:
+        return cache.get(band, n_band_sites=5, name=name)
+    return build_graph(band, settings, n_band_sites=5, name=name)
+
+
+@lru_cache(maxsize=1)
+def atom_feature_table() -> torch.Tensor:
+    """(119, 92) cgcnn features indexed by atomic number (alignn's atom featurisation)."""
+    from jarvis.core.specie import get_node_attributes
+    from pymatgen.core.periodic_table import Element
+
+    table = np.zeros((119, N_ATOM_FEATURES), dtype=np.float32)
+    for zz in range(1, 119):
+        try:
+            feat = np.asarray(get_node_attributes(Element.from_Z(zz).symbol, atom_features="cgcnn"),
+                              dtype=np.float32)
+        except Exception:
+            continue
+        if feat.shape == (N_ATOM_FEATURES,):
+            table[zz] = feat
+    return torch.from_numpy(table)
+
+
+@dataclass
+class GraphBatch:
+    """Several graphs concatenated, in the (g, lg, lattice) form alignn's pure model takes."""
+
+    g: object
+    lg: object
+    band_mask: torch.Tensor
+    """(N,) bool: node is one of a band's five hop sites."""
+
+    def model_input(self) -> tuple:
+        return (self.g, self.lg, None)
+
+
+def batch_graphs(graphs: Sequence[CrystalGraph]) -> GraphBatch:
+    """Concatenate graphs (numpy, one pass) into alignn TorchGraphs with batch bookkeeping."""
+    from alignn.torch_graph_builder import TorchGraph
+
+    if not graphs:
+        raise ValueError("batch_graphs: no graphs given")
+    n_nodes = np.array([g.num_nodes for g in graphs], dtype=np.int64)
+    n_edges = np.array([g.num_edges for g in graphs], dtype=np.int64)
+    node_off = np.concatenate([[0], np.cumsum(n_nodes)[:-1]])
+    edge_off = np.concatenate([[0], np.cumsum(n_edges)[:-1]])
+    z = np.concatenate([g.z for g in graphs]).astype(np.int64)
+    src = np.concatenate([g.src.astype(np.int64) + o for g, o in zip(graphs, node_off)])
+    dst = np.concatenate([g.dst.astype(np.int64) + o for g, o in zip(graphs, node_off)])
+    r = np.concatenate([g.r for g in graphs])
+    lg_src = np.concatenate([g.lg_src.astype(np.int64) + o for g, o in zip(graphs, edge_off)])
+    lg_dst = np.concatenate([g.lg_dst.astype(np.int64) + o for g, o in zip(graphs, edge_off)])
+    band = np.zeros(int(n_nodes.sum()), dtype=bool)
+    for g, o in zip(graphs, node_off):
+        band[o:o + g.n_band_sites] = True
+    feats = atom_feature_table()[torch.from_numpy(z)]
+    g = TorchGraph(num_nodes=int(n_nodes.sum()), src=torch.from_numpy(src), dst=torch.from_numpy(dst),
+                   ndata={"atom_features": feats}, edata={"r": torch.from_numpy(r)},
+                   batch_num_nodes=torch.from_numpy(n_nodes), batch_num_edges=torch.from_numpy(n_edges))
+    lg = TorchGraph(num_nodes=int(n_edges.sum()), src=torch.from_numpy(lg_src),
+                    dst=torch.from_numpy(lg_dst))
+    return GraphBatch(g=g, lg=lg, band_mask=torch.from_numpy(band))
