@@ -399,9 +399,10 @@ def campaign_status(store: Store, name: str, *, with_fireworks: bool = True) -> 
         "complete": len(chs) > 0 and states.get("done", 0) + states.get("failed", 0) == len(chs),
     }
     if with_fireworks:
-        from screener.runner import fireworks_states
+        from screener.runner import fireworks_states, lost_runs
 
         status["fireworks"] = fireworks_states(store, name)
+        status["lost_runs"] = lost_runs(store, name)
     return status
 
 

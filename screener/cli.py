@@ -341,6 +341,12 @@ def campaign_status_cmd(
         highlight=False,
     )
     out.print("Fireworks: " + ", ".join(f"{k} {v}" for k, v in status["fireworks"].items()), highlight=False)
+    if status["lost_runs"]:
+        out.print(
+            f"lost runs (their runner died): Fireworks {status['lost_runs']}; "
+            f"`screener campaign run {name}` reruns them",
+            highlight=False,
+        )
     for f in status["failures"][:50]:
         out.print(f"  failed {f['name']} ({f['working_ion']}, {f['stage']}): {f['error']}", highlight=False)
     if len(status["failures"]) > 50:

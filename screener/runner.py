@@ -110,23 +110,64 @@ def clear_stale_workflow_locks(store: Store, campaign: str, fw_ids: list[int] | 
         return lp.workflows.update_many(query, {"$unset": {"locked": True}}).modified_count
 
 
-def recover_lost_runs(store: Store, campaign: str) -> list[int]:
-    """Rerun the campaign's RUNNING/RESERVED Fireworks whose runner is gone; returns their ids."""
+def lost_runs(store: Store, campaign: str) -> list[int]:
+    """The campaign's RUNNING/RESERVED Fireworks whose runner is gone (read-only).
+
+    The runner is the FWorker of the Firework's newest launch: gone when it ran on this host and
+    no longer holds its lock file. On the embedded store every checkout runs under the store's
+    lock, so a RESERVED or RUNNING Firework without a launch, seen under that lock, is what a
+    runner killed mid-checkout left behind, and is lost too.
+    """
     lp = store.launchpad()
-    lost: list[int] = []
+    lost = []
+    with store.write_lock():
+        for fw in lp.fireworks.find(
+            {"spec.campaign": campaign, "state": {"$in": ["RUNNING", "RESERVED"]}}, {"fw_id": 1}
+        ):
+            launch = lp.launches.find_one({"fw_id": fw["fw_id"]}, sort=[("launch_id", -1)])
+            if launch is None or launch.get("state") not in ("RUNNING", "RESERVED"):
+                if store.mode == "embedded":
+                    lost.append(fw["fw_id"])
+                continue
+            if _runner_alive((launch.get("fworker") or {}).get("name", "")) is False:
+                lost.append(fw["fw_id"])
+    return sorted(lost)
+
+
+def refresh_stalled_workflows(store: Store, campaign: str) -> list[int]:
+    """Make READY the Fireworks left WAITING although all their parents completed (a runner killed
+    between completing a launch and refreshing its workflow); returns their ids."""
+    lp = store.launchpad()
+    fixed = []
+    for wf in lp.workflows.find({"metadata.campaign": campaign}, {"nodes": 1, "parent_links": 1}):
+        states = {
+            d["fw_id"]: d["state"]
+            for d in lp.fireworks.find({"fw_id": {"$in": wf["nodes"]}}, {"fw_id": 1, "state": 1})
+        }
+        for fw_id, state in sorted(states.items()):
+            parents = (wf.get("parent_links") or {}).get(str(fw_id), [])
+            if state == "WAITING" and parents and all(states.get(p) == "COMPLETED" for p in parents):
+                # FireWorks refreshes from the workflow's cached fw_states: sync them first
+                with store.write_lock():
+                    lp.workflows.update_one(
+                        {"_id": wf["_id"]},
+                        {"$set": {f"fw_states.{k}": v for k, v in states.items()}},
+                    )
+                lp._refresh_wf(fw_id)
+                fixed.append(fw_id)
+    return fixed
+
+
+def recover_lost_runs(store: Store, campaign: str) -> list[int]:
+    """Rerun the campaign's lost Fireworks (see ``lost_runs``; on a real MongoDB also those whose
+    runner elsewhere stopped pinging); returns their ids."""
+    lp = store.launchpad()
     if store.mode == "embedded":
         clear_stale_workflow_locks(store, campaign)
-    for fw in lp.fireworks.find(
-        {"spec.campaign": campaign, "state": {"$in": ["RUNNING", "RESERVED"]}},
-        {"fw_id": 1, "launches": 1},
-    ):
-        launch_ids = fw.get("launches") or []
-        launch = lp.launches.find_one({"launch_id": max(launch_ids)}) if launch_ids else None
-        worker = ((launch or {}).get("fworker") or {}).get("name", "")
-        if _runner_alive(worker) is False:
-            clear_stale_workflow_locks(store, campaign, [fw["fw_id"]])
-            lp.rerun_fw(fw["fw_id"])
-            lost.append(fw["fw_id"])
+    lost = lost_runs(store, campaign)
+    for fw_id in lost:
+        clear_stale_workflow_locks(store, campaign, [fw_id])
+        lp.rerun_fw(fw_id)
     if store.mode == "mongodb":  # runs of other machines: FireWorks' ping-based detection
         _, stale, _ = lp.detect_lostruns(
             expiration_secs=LOST_AFTER_S, query={"spec.campaign": campaign}
@@ -135,6 +176,7 @@ def recover_lost_runs(store: Store, campaign: str) -> list[int]:
         for fw_id in stale:
             lp.rerun_fw(fw_id)
         lost.extend(stale)
+    refresh_stalled_workflows(store, campaign)
     return sorted(set(lost))
 
 

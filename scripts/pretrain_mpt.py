@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-neighbors", type=int, default=8)
     ap.add_argument("--cutoff", type=float, default=8.0)
     ap.add_argument("--limit", type=int, default=None, help="first N structures only")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: see PretrainConfig)")
     ap.add_argument("--graph-cache", default=None, help="graph cache folder")
     ap.add_argument("--no-malloc-tuning", action="store_true")
     ap.add_argument("--no-progress", action="store_true")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -173,4 +174,36 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, hosts, refe
     assert _snapshot(store, "t") == ref
     final = campaign_status(store, "t")
     assert final["complete"] and set(final["fireworks"]) == {"COMPLETED"}
+    store.close()
+
+
+@pytest.mark.slow
+def test_killed_again_and_again_still_converges(tmp_path, hosts, reference, store_location):
+    """SIGKILL `campaign run` at random moments, eight times over; the last run still finishes
+    with the same hops, bands and predictions as the uninterrupted run."""
+    import random
+
+    _, _, ref = reference
+    db = store_location()
+    store = Store.connect(db=db)
+    store.ensure_indexes()
+    _launch(store, hosts)
+    env = {**os.environ, "SCREENER_HOME": str(tmp_path / "home")}
+    rng = random.Random(1)
+    for _ in range(8):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "screener.cli", "campaign", "run", "t", "--db", db, "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+        )
+        time.sleep(rng.uniform(3.0, 9.0))
+        for sig_target in (proc.pid,):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(sig_target, signal.SIGKILL)
+        proc.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    resumed = _cli("campaign", "run", "t", "--db", db, "--workers", "1", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _snapshot(store, "t") == ref
+    assert set(campaign_status(store, "t")["fireworks"]) == {"COMPLETED"}
     store.close()

@@ -13,7 +13,9 @@ is; ``n_band_sites`` marks those five nodes for pooling that looks at the hop.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import tempfile
 from collections.abc import Sequence
@@ -135,7 +137,7 @@ def build_graph(structure: Structure, settings: GraphSettings = GraphSettings(),
         raise ValueError(f"{name}: disordered structure (partial occupancies) cannot be graphed")
     center, neigh, images, dist = structure.get_neighbor_list(settings.cutoff, exclude_self=True)
     if len(center) == 0:
-        raise ValueError(f"{name}: no neighbour within {settings.cutoff} A of any site")
+        raise ValueError(f"{name}: no neighbour within {settings.cutoff:g} A of any site")
     center = center.astype(np.int64)
     neigh = neigh.astype(np.int64)
     keep = _knn_with_ties(center, dist, n, settings.max_neighbors, settings.tie_tol)
@@ -212,10 +214,11 @@ def atom_feature_table() -> torch.Tensor:
     from pymatgen.core.periodic_table import Element
 
     table = np.zeros((119, N_ATOM_FEATURES), dtype=np.float32)
-    for zz in range(1, 119):
+    for zz in range(1, 101):  # jarvis has cgcnn features up to Fm; heavier elements stay zero
         try:
-            feat = np.asarray(get_node_attributes(Element.from_Z(zz).symbol, atom_features="cgcnn"),
-                              dtype=np.float32)
+            with contextlib.redirect_stdout(io.StringIO()):
+                feat = np.asarray(get_node_attributes(Element.from_Z(zz).symbol, atom_features="cgcnn"),
+                                  dtype=np.float32)
         except Exception:
             continue
         if feat.shape == (N_ATOM_FEATURES,):

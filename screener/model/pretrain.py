@@ -71,7 +71,9 @@ class PretrainConfig:
     seed: int = 0
     limit: int | None = None
     """Use only the first N structures (tests, quick checks)."""
-    threads: int = 2
+    threads: int = 1
+    """torch threads. 1, not 2: on this shared 2-core CPU, 2 threads made a step ~4x slower whenever
+    another process held the other core (1.2 s vs 4.8 s measured), and barely help when idle."""
     tune_malloc: bool = True
     graph_cache: str | None = None
     """Folder of the graph cache (default: $SCREENER_HOME/graphs)."""
@@ -303,7 +305,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
             opt.step()
             step += 1
             pos += len(idx)
-            running += float(loss)
+            running += float(loss.detach())
             n_running += 1
             bar.update(1)
             if step % cfg.log_every == 0:

@@ -19,6 +19,8 @@ from screener.campaign import (
     mark_chunk_flagged,
     summarise_campaign,
 )
+from screener.bands import BandError
+from screener.hops import HopError
 from screener.hosts import Host
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ class EnumerateHopsTask(_ChunkTask):
     """Symmetry-distinct hops of each pending host; failures are recorded per host."""
 
     def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
-        from screener.hops import HopError, enumerate_hops
+        from screener.hops import enumerate_hops
 
         ctx = self.context(fw_spec)
         cfg = ctx.config
@@ -62,7 +64,7 @@ class EnumerateHopsTask(_ChunkTask):
                     symprec=cfg.symprec,
                     timeout_s=cfg.hop_timeout_s,
                 )
-            except (HopError, ValueError) as exc:
+            except Exception as exc:  # one host's problem never stops its chunk
                 ctx.set_host_state(ch["_id"], "failed", error=_one_line(exc), stage="hops")
                 failed += 1
                 continue
@@ -79,7 +81,7 @@ class BuildBandsTask(_ChunkTask):
     """One band per hop (initial site, three images, final site, then the host), stored on the hop."""
 
     def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
-        from screener.bands import BandError, band_to_doc, build_band
+        from screener.bands import band_to_doc, build_band
         from screener.hops import Hop
 
         ctx = self.context(fw_spec)
@@ -100,7 +102,7 @@ class BuildBandsTask(_ChunkTask):
                         min_length=cfg.band_min_length,
                         max_sites=cfg.max_band_sites,
                     )
-                except (BandError, ValueError) as exc:
+                except Exception as exc:  # recorded on the hop; the other hops go on
                     updates.append((hop.hop_key, {"band_error": _one_line(exc)}))
                     band_failed += 1
                     continue
@@ -205,6 +207,10 @@ class SummaryTask(_Task):
 
 
 def _one_line(exc: BaseException) -> str:
-    """The first line of an exception message, for per-host failure records."""
+    """The first line of an exception message, for per-host failure records; errors other than
+    the enumerator's and band builder's own carry their type, since their text may not say it."""
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    line = text[0] if text else ""
+    if isinstance(exc, (HopError, BandError)):
+        return line
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__

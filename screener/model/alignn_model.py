@@ -1,0 +1,111 @@
+"""ALIGNN barrier model: an ensemble of alignn pure-torch networks on the band graph.
+
+Why an ensemble: the mean is the prediction and the members' spread the uncertainty (rescaled on
+validation data, plus the DFT noise floor, as for the descriptor model). Members share one graph
+per band, so graph building is paid once however many members there are. Fine-tuning starts from
+the multi-property pre-trained (MPT) weights: ``network_from_pretrained`` copies everything but
+the 7-property output layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pymatgen.core import Structure
+
+from screener.model.base import BarrierModel, file_hash, read_checkpoint, write_checkpoint
+from screener.model.descriptor_model import NOISE_FLOOR_EV, calibrated_std
+from screener.model.graphs import GraphCache, GraphSettings, band_graph, batch_graphs
+from screener.model.pretrain import ModelConfig, build_model, load_checkpoint
+
+
+def network_from_pretrained(ckpt_path: Path | str, output_features: int = 1) -> torch.nn.Module:
+    """A network with the MPT checkpoint's weights everywhere except a fresh output layer."""
+    state = load_checkpoint(Path(ckpt_path))
+    try:
+        cfg = ModelConfig(**{**state["config"]["model"], "output_features": output_features})
+        weights = {k: v for k, v in state["model"].items() if not k.startswith("fc.")}
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"pretrain checkpoint {ckpt_path}: no model config/weights ({exc})") from exc
+    net = build_model(cfg)
+    missing, unexpected = net.load_state_dict(weights, strict=False)
+    if unexpected or any(not k.startswith("fc.") for k in missing):
+        raise ValueError(f"pretrain checkpoint {ckpt_path}: weights do not fit the network "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return net
+
+
+class AlignnModel(BarrierModel):
+    """Ensemble of ALIGNN members predicting E_m (eV) from the band graph."""
+
+    def __init__(self, members: Sequence[dict[str, torch.Tensor]], model_config: ModelConfig,
+                 graph_settings: GraphSettings = GraphSettings(), std_scale: float = 1.0,
+                 std_floor: float = NOISE_FLOOR_EV, name: str = "alignn", batch_size: int = 32,
+                 info: dict[str, Any] | None = None):
+        if not members:
+            raise ValueError(f"model {name}: an ensemble needs at least one member")
+        self.name = name
+        self.model_config = model_config
+        self.graph_settings = graph_settings
+        self.std_scale, self.std_floor = float(std_scale), float(std_floor)
+        self.batch_size = batch_size
+        self.info = dict(info or {})
+        self.member_states = [dict(m) for m in members]
+        self.networks = []
+        for st in self.member_states:
+            net = build_model(model_config)
+            net.load_state_dict(st)
+            net.eval()
+            self.networks.append(net)
+        self.model_id = f"{name}@unsaved"
+        self.cache: GraphCache | None = None
+
+    def member_predictions(self, bands: Sequence[Structure]) -> np.ndarray:
+        """(members, bands) raw predictions."""
+        graphs = [band_graph(b, self.graph_settings, self.cache, name=f"band {i}")
+                  for i, b in enumerate(bands)]
+        out = np.zeros((len(self.networks), len(graphs)))
+        with torch.no_grad():
+            for i in range(0, len(graphs), self.batch_size):
+                inp = batch_graphs(graphs[i:i + self.batch_size]).model_input()
+                for m, net in enumerate(self.networks):
+                    out[m, i:i + self.batch_size] = net(inp)["out"].reshape(-1).numpy()
+        return out
+
+    def predict(self, bands: Sequence[Structure]) -> tuple[np.ndarray, np.ndarray]:
+        """E_m mean and standard deviation (eV), one per band (first five sites = the hop)."""
+        if len(bands) == 0:
+            return np.zeros(0), np.zeros(0)
+        pm = self.member_predictions(bands)
+        return pm.mean(axis=0), calibrated_std(pm.std(axis=0), self.std_scale, self.std_floor)
+
+    def save(self, path: Path) -> Path:
+        """Write a compressed joblib checkpoint; model_id becomes name@hash of that file."""
+        state = {"members": [{k: v.detach().cpu() for k, v in m.items()} for m in self.member_states],
+                 "model_config": asdict(self.model_config),
+                 "graph_settings": asdict(self.graph_settings), "std_scale": self.std_scale,
+                 "std_floor": self.std_floor, "info": self.info}
+        path = write_checkpoint(Path(path), self, state)
+        self.model_id = f"{self.name}@{file_hash(path)}"
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "AlignnModel":
+        """Rebuild from a checkpoint written by save(); one-line ValueError naming the file."""
+        path = Path(path)
+        doc = read_checkpoint(path)
+        st = doc["state"]
+        try:
+            model = cls(st["members"], ModelConfig(**st["model_config"]),
+                        GraphSettings(**st["graph_settings"]), st["std_scale"], st["std_floor"],
+                        name=doc["name"], info=st.get("info"))
+        except (KeyError, TypeError, RuntimeError) as exc:
+            raise ValueError(f"model checkpoint {path}: bad AlignnModel state "
+                             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
+        model.model_id = f"{model.name}@{file_hash(path)}"
+        return model
