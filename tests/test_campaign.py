@@ -130,19 +130,30 @@ def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
         return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
 
 
-def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, hosts, reference, store_location):
-    """Kill `campaign run` with SIGKILL mid-way; a status query from a second process works while
-    it runs; a second `campaign run` finishes with the same hops, bands and predictions."""
-    _, _, ref = reference
+def _new_campaign(store_location, hosts) -> tuple[Store, str]:
+    """A store of its own with campaign "t" launched; returns it and its `--db` argument."""
     db = store_location()
     store = Store.connect(db=db)
     store.ensure_indexes()
     _launch(store, hosts)
-    env = {**os.environ, "SCREENER_HOME": str(tmp_path / "home")}
-    proc = subprocess.Popen(
+    return store, db
+
+
+def _start_run(db: str, env: dict) -> subprocess.Popen:
+    """`screener campaign run t` in the background, in a process group of its own."""
+    return subprocess.Popen(
         [sys.executable, "-m", "screener.cli", "campaign", "run", "t", "--db", db, "--workers", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
     )
+
+
+def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path, hosts, reference, store_location):
+    """Kill `campaign run` with SIGKILL mid-way; a status query from a second process works while
+    it runs; a second `campaign run` finishes with the same hops, bands and predictions."""
+    _, _, ref = reference
+    store, db = _new_campaign(store_location, hosts)
+    env = {**os.environ, "SCREENER_HOME": str(tmp_path / "home")}
+    proc = _start_run(db, env)
     try:
         # a second process reads the store while the run writes to it
         st = _cli("campaign", "status", "t", "--db", db, "--json", env=env)
@@ -184,21 +195,14 @@ def test_killed_again_and_again_still_converges(tmp_path, hosts, reference, stor
     import random
 
     _, _, ref = reference
-    db = store_location()
-    store = Store.connect(db=db)
-    store.ensure_indexes()
-    _launch(store, hosts)
+    store, db = _new_campaign(store_location, hosts)
     env = {**os.environ, "SCREENER_HOME": str(tmp_path / "home")}
     rng = random.Random(1)
     for _ in range(8):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "screener.cli", "campaign", "run", "t", "--db", db, "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
-        )
+        proc = _start_run(db, env)
         time.sleep(rng.uniform(3.0, 9.0))
-        for sig_target in (proc.pid,):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(sig_target, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
