@@ -28,6 +28,16 @@ campaign_app = typer.Typer(help="Launch, run and inspect screening campaigns.", 
 app.add_typer(hosts_app, name="hosts")
 app.add_typer(campaign_app, name="campaign")
 
+
+def _register_model_app() -> None:
+    """`screener model ...` (train, evaluate, predict); see screener.cli_model."""
+    from screener.cli_model import model_app
+
+    app.add_typer(model_app, name="model")
+
+
+_register_model_app()
+
 out = Console()
 if not out.is_terminal:  # piped or captured: don't squeeze tables into 80 columns
     out = Console(width=120)

@@ -1,0 +1,278 @@
+"""`screener model ...`: evaluate, predict with, pre-train and fine-tune the barrier models.
+
+Why a separate app: the model commands pull in torch/sklearn only when used, and the main CLI
+registers this app as a sub-command. Every bad input costs one line on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+model_app = typer.Typer(help="Evaluate, use, pre-train and fine-tune barrier models.",
+                        no_args_is_help=True)
+
+ModelOpt = Annotated[str, typer.Option("--model", help="Shipped model name, 'default' or checkpoint path.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")]
+SCORE_KEYS = ("n", "mae", "r2", "accuracy", "precision_good", "recall_good", "coverage90")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
+    raise typer.Exit(code)
+
+
+def _load(model: str):
+    from screener.model.base import load_model
+
+    try:
+        m = load_model(model)
+    except ValueError as exc:
+        _fail(f"--model {model}: {exc}", 2)
+    if getattr(m, "cache", False) is None and hasattr(m, "graph_settings"):  # ALIGNN: reuse graphs
+        from screener.config import screener_home
+        from screener.model.graphs import GraphCache
+
+        m.cache = GraphCache(screener_home() / "graphs", m.graph_settings)
+    return m
+
+
+def _fmt(v: Any, pct: bool = False) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.1%}" if pct else f"{v:.3f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+
+def evaluation(model: Any, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(y, mean, std) of a model under one protocol: "test" = the 60 test bands; "cv" = the
+    host-grouped 5-fold CV of the training split (descriptor models are refitted per fold, an
+    ALIGNN ensemble uses its stored out-of-fold predictions)."""
+    from screener.model.descriptor_model import (
+        DescriptorModel,
+        calibrated_std,
+        load_folds,
+        load_split,
+    )
+
+    if split == "test":
+        bands, y, _ = load_split("test")
+        mu, sd = model.predict(bands)
+        return y, np.asarray(mu), np.asarray(sd)
+    if split != "cv":
+        raise ValueError(f"--split {split}: unknown split; use test or cv")
+    if isinstance(model, DescriptorModel):
+        from screener.model.descriptors import descriptor_matrix
+
+        bands, y, _ = load_split("train")
+        X = descriptor_matrix(bands)
+        mu, raw = model.out_of_fold(X[:, model._cols], y, load_folds())
+        return y, mu, calibrated_std(raw, model.std_scale, model.std_floor)
+    oof = getattr(model, "info", {}).get("oof")
+    if not oof:
+        raise ValueError(f"model {model.model_id}: no out-of-fold predictions stored, cannot do --split cv")
+    return np.asarray(oof["y"]), np.asarray(oof["mean"]), np.asarray(oof["std"])
+
+
+@model_app.command("evaluate")
+def evaluate_cmd(
+    model: ModelOpt = "default",
+    split: Annotated[str, typer.Option("--split", help="test (the 60 test bands) or cv (host-grouped 5-fold).")] = "test",
+    as_json: JsonOpt = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for the parity/confusion PNGs.")] = None,
+) -> None:
+    """Score a model: MAE, R2, accuracy (95% CI), precision/recall of good conductors, coverage90."""
+    from screener.config import DEFAULT_THRESHOLD_EV, screener_home
+    from screener.model.metrics import bootstrap_accuracy_ci, score
+    from screener.model.plots import confusion_plot, parity_plot
+
+    if split not in ("test", "cv"):
+        _fail(f"--split {split}: unknown split; use test or cv", 2)
+    m = _load(model)
+    try:
+        y, mu, sd = evaluation(m, split)
+    except ValueError as exc:
+        _fail(str(exc))
+    s = score(y, mu, sd)
+    lo, hi = bootstrap_accuracy_ci(y, mu)
+    out_dir = out or screener_home() / "evaluate" / m.name
+    title = f"{m.model_id} ({split})"
+    parity = parity_plot(y, mu, sd, Path(out_dir) / f"parity-{split}.png", title=title)
+    confusion = confusion_plot(y, mu, Path(out_dir) / f"confusion-{split}.png", title=m.name)
+    if as_json:
+        sys.stdout.write(json.dumps({k: s[k] for k in SCORE_KEYS}) + "\n")
+        return
+    typer.echo(f"{m.model_id} on {'the test split' if split == 'test' else 'host-grouped 5-fold CV'}"
+               f" (n={s['n']}, good = E_m <= {DEFAULT_THRESHOLD_EV} eV)")
+    typer.echo(f"  MAE        {s['mae']:.3f} eV")
+    typer.echo(f"  R2         {s['r2']:.3f}")
+    typer.echo(f"  accuracy   {s['accuracy']:.1%} (95% CI {lo:.1%}-{hi:.1%})")
+    typer.echo(f"  precision  {_fmt(s['precision_good'], True)}  recall {_fmt(s['recall_good'], True)}"
+               " (good conductors)")
+    typer.echo(f"  coverage90 {_fmt(s['coverage90'], True)}")
+    typer.echo(f"  plots: {parity}, {confusion}")
+
+
+# ---------------------------------------------------------------------------------------------
+# predict
+
+def _band_structures(path: Path) -> list[tuple[str, Any]]:
+    """(label, Structure) of every band in a file, sites in file order (the hop must stay first)."""
+    from pymatgen.core import Structure
+
+    from screener.sources.dataset import jarvis_to_structure
+    from screener.sources.files import _kind, _read_text
+
+    text = _read_text(path)
+    if _kind(path, text) != "json":
+        try:
+            return [(str(path), Structure.from_str(text, fmt=_kind(path, text)))]
+        except Exception as exc:  # noqa: BLE001 - pymatgen raises many types for bad files
+            raise ValueError(f"{path}: unreadable structure ({' '.join(str(exc).split()) or type(exc).__name__})") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{path}: invalid JSON ({exc})") from None
+    items = data if isinstance(data, list) else [data]
+    out = []
+    for i, item in enumerate(items):
+        label = str(path) if not isinstance(data, list) else f"{path} [{i}]"
+        if not isinstance(item, dict):
+            raise ValueError(f"{label}: expected a JSON object, got {type(item).__name__}")  # noqa: TRY004
+        if isinstance(data, list) and "sys_name" in item:
+            label = f"{path} [{item['sys_name']}]"
+        try:
+            if "atoms" in item:
+                s = jarvis_to_structure(item["atoms"])
+            elif "lattice_mat" in item:
+                s = jarvis_to_structure(item)
+            elif "structure" in item:
+                s = Structure.from_dict(item["structure"])
+            else:
+                s = Structure.from_dict(item)
+        except Exception as exc:  # noqa: BLE001
+            raise ValueError(f"{label}: not a structure ({' '.join(str(exc).split()) or type(exc).__name__})") from None
+        out.append((label, s))
+    return out
+
+
+def read_bands(paths: list[Path]) -> tuple[list[tuple[str, Any]], list[str]]:
+    """Bands from files (CIF, POSCAR, pymatgen or JARVIS/dataset JSON) and one error line per bad
+    file/entry. A band's first five sites must be one element: the ion at the initial site, three
+    images, the final site."""
+    bands, errors = [], []
+    for p in paths:
+        try:
+            if not Path(p).is_file():
+                raise ValueError(f"{p}: no such file")
+            for label, s in _band_structures(Path(p)):
+                if len(s) < 6:
+                    errors.append(f"{label}: {len(s)} sites; a band needs 5 hop sites plus the host")
+                elif len({site.specie.symbol for site in list(s)[:5]}) != 1:
+                    errors.append(f"{label}: the first five sites are not one ion's hop "
+                                  f"({', '.join(site.specie.symbol for site in list(s)[:5])})")
+                else:
+                    bands.append((label, s))
+        except Exception as exc:  # noqa: BLE001 - one line per bad file, whatever went wrong
+            msg = " ".join(str(exc).split()) or type(exc).__name__
+            errors.append(msg if str(p) in msg else f"{p}: {msg}")
+    return bands, errors
+
+
+@model_app.command("predict")
+def predict_cmd(
+    files: Annotated[list[Path], typer.Argument(help="Band structures: first five sites are the hop.")],
+    model: ModelOpt = "default",
+    as_json: JsonOpt = False,
+) -> None:
+    """E_m (eV) and its standard deviation for bands read from files."""
+    from screener.config import DEFAULT_THRESHOLD_EV
+
+    bands, errors = read_bands(files)
+    for e in errors:
+        typer.echo(f"error: {e}", err=True)
+    rows = []
+    if bands:
+        m = _load(model)
+        mu, sd = m.predict([s for _, s in bands])
+        rows = [{"band": label, "ion": s[0].specie.symbol, "em_ev": float(a), "std_ev": float(b),
+                 "good": bool(a <= DEFAULT_THRESHOLD_EV)} for (label, s), a, b in zip(bands, mu, sd)]
+    if as_json:
+        sys.stdout.write(json.dumps({"model_id": m.model_id if bands else None, "predictions": rows,
+                                     "errors": errors}) + "\n")
+    else:
+        for r in rows:
+            typer.echo(f"{r['band']}: {r['ion']} E_m = {r['em_ev']:.3f} +- {r['std_ev']:.3f} eV"
+                       f"{'  (good conductor)' if r['good'] else ''}")
+    if errors:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+@model_app.command("pretrain")
+def pretrain_cmd(
+    budget_minutes: Annotated[float, typer.Option("--budget-minutes", help="Stop (with a checkpoint) after this long.")] = 60.0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in --out.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Checkpoint/log folder (default $SCREENER_HOME/training/mpt).")] = None,
+    epochs: Annotated[int, typer.Option("--epochs")] = 100,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    lr: Annotated[float, typer.Option("--lr")] = 1e-3,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N structures.")] = None,
+    alignn_layers: Annotated[int, typer.Option("--alignn-layers")] = 2,
+    gcn_layers: Annotated[int, typer.Option("--gcn-layers")] = 1,
+    hidden: Annotated[int, typer.Option("--hidden", help="Hidden and embedding features.")] = 64,
+    threads: Annotated[int, typer.Option("--threads", help="torch threads.")] = 1,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Multi-property pre-training (seven heads, masked L1) of the ALIGNN; resumable."""
+    from screener.model.pretrain import ModelConfig, PretrainConfig, pretrain
+
+    cfg = PretrainConfig(out_dir=str(out or ""), budget_minutes=budget_minutes, epochs=epochs,
+                         batch_size=batch_size, lr=lr, limit=limit, threads=threads,
+                         model=ModelConfig(alignn_layers=alignn_layers, gcn_layers=gcn_layers,
+                                           hidden_features=hidden, embedding_features=hidden))
+    try:
+        summary = pretrain(cfg, resume=resume, progress=progress)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(summary, default=str))
+
+
+@model_app.command("finetune")
+def finetune_cmd(
+    pretrained: Annotated[Path | None, typer.Option("--pretrained", help="MPT checkpoint (default $SCREENER_HOME/training/mpt/best.pt).")] = None,
+    budget_minutes: Annotated[float, typer.Option("--budget-minutes", help="Stop after this long (finished epochs kept).")] = 150.0,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip finished members, continue the unfinished one.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder (default $SCREENER_HOME/training/finetune).")] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Most epochs per member.")] = 40,
+    patience: Annotated[int, typer.Option("--patience", help="Early stop after N epochs without a better validation MAE.")] = 10,
+    members: Annotated[int | None, typer.Option("--members", help="Train members for the first N folds only.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    lr: Annotated[float, typer.Option("--lr")] = 5e-4,
+    log_target: Annotated[bool, typer.Option("--log-target/--ev-target", help="Fit log(E_m + 0.05) or E_m.")] = True,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N training bands.")] = None,
+    name: Annotated[str, typer.Option("--name", help="Model name.")] = "alignn",
+    threads: Annotated[int, typer.Option("--threads", help="torch threads.")] = 1,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Fine-tune one ALIGNN member per host-grouped fold from MPT weights; saves the ensemble."""
+    from screener.model.finetune import FinetuneConfig, finetune
+
+    cfg = FinetuneConfig(pretrained=str(pretrained or ""), out_dir=str(out or ""), epochs=epochs,
+                         patience=patience, members=members, batch_size=batch_size, lr=lr,
+                         log_target=log_target, limit=limit, budget_minutes=budget_minutes,
+                         threads=threads, name=name)
+    try:
+        summary = finetune(cfg, resume=resume, progress=progress)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(summary, default=str))

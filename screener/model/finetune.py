@@ -1,0 +1,327 @@
+"""Fine-tuning the ALIGNN barrier ensemble from the multi-property pre-trained (MPT) weights.
+
+Why this shape: one member per host-grouped fold of the TRAINING split (folds-train.json). Member k
+trains on the other folds, all layers unfrozen (the MPT paper's best strategy), and picks its best
+epoch / stops early on fold k only, so the 60 test bands never train, stop or select anything.
+The members' predictions on their own validation folds are out-of-fold for every training band:
+they give the grouped-CV score and calibrate the ensemble spread into a 90% interval, for free.
+
+Built for a shared 2-core CPU: graphs come from the on-disk GraphCache (epochs after the first cost
+only the network), each member checkpoints every epoch (``member-<k>.pt``), ``resume=True`` skips
+finished members and continues an unfinished one from its last whole epoch, and the run stops on a
+time budget (the epoch in progress is redone on resume).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from screener.config import screener_home
+from screener.model.alignn_model import AlignnModel, network_from_pretrained
+from screener.model.descriptor_model import (
+    NOISE_FLOOR_EV,
+    calibrate_scale,
+    calibrated_std,
+    load_folds,
+    load_split,
+)
+from screener.model.graphs import (
+    CrystalGraph,
+    GraphCache,
+    GraphSettings,
+    band_graph,
+    batch_graphs,
+)
+from screener.model.metrics import bootstrap_accuracy_ci, score
+from screener.model.pretrain import (
+    BEST_NAME,
+    ModelConfig,
+    _rng_state,
+    _set_rng_state,
+    default_out_dir,
+    load_checkpoint,
+    save_checkpoint,
+    tune_allocator,
+)
+
+LOG_OFFSET = 0.05  # eV, as the descriptor model: log(E_m + 0.05) keeps 3 meV barriers finite
+MODEL_FILE = "alignn.joblib"
+METRICS_FILE = "alignn.metrics.json"
+
+log = logging.getLogger("screener.finetune")
+
+
+class LogTargetAlignnModel(AlignnModel):
+    """AlignnModel whose members predict log(E_m + 0.05): members' outputs are mapped back to eV
+    before the mean and spread are taken (so the uncertainty is in eV, like the descriptor model)."""
+
+    def member_predictions(self, bands: Sequence[Any]) -> np.ndarray:
+        return np.maximum(np.exp(super().member_predictions(bands)) - LOG_OFFSET, 0.0)
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything a fine-tuning run depends on; stored in every member checkpoint."""
+
+    pretrained: str = ""
+    """MPT checkpoint (default: $SCREENER_HOME/training/mpt/best.pt)."""
+    out_dir: str = ""
+    """Default: $SCREENER_HOME/training/finetune."""
+    epochs: int = 40
+    patience: int = 10
+    """Stop a member after this many epochs without a better validation MAE (0: never)."""
+    batch_size: int = 16
+    lr: float = 5e-4
+    weight_decay: float = 1e-5
+    log_target: bool = True
+    members: int | None = None
+    """Train members for the first N folds only (default: every fold)."""
+    limit: int | None = None
+    """Use only the first N training bands (tests, quick checks)."""
+    budget_minutes: float = 150.0
+    threads: int = 1
+    tune_malloc: bool = True
+    graph_cache: str | None = None
+    seed: int = 0
+    name: str = "alignn"
+
+
+def default_finetune_dir() -> Path:
+    return screener_home() / "training" / "finetune"
+
+
+def member_path(out_dir: Path, fold: int) -> Path:
+    return Path(out_dir) / f"member-{fold}.pt"
+
+
+def _setup_logging(out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out_dir / "finetune.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.handlers = [h for h in log.handlers if not isinstance(h, logging.FileHandler)] + [handler]
+    log.setLevel(logging.INFO)
+
+
+def _fwd(y: np.ndarray, log_target: bool) -> np.ndarray:
+    return np.log(np.maximum(y, 0.0) + LOG_OFFSET) if log_target else y
+
+
+def _inv(z: np.ndarray, log_target: bool) -> np.ndarray:
+    return np.maximum(np.exp(z) - LOG_OFFSET, 0.0) if log_target else z
+
+
+@torch.no_grad()
+def predict_graphs(net: torch.nn.Module, graphs: Sequence[CrystalGraph], log_target: bool,
+                   batch_size: int = 64) -> np.ndarray:
+    """E_m (eV) of one network on pre-built band graphs."""
+    was_training = net.training
+    net.eval()
+    out = [net(batch_graphs(graphs[i:i + batch_size]).model_input())["out"].reshape(-1).numpy()
+           for i in range(0, len(graphs), batch_size)]
+    net.train(was_training)
+    return _inv(np.concatenate(out) if out else np.zeros(0), log_target)
+
+
+def pretrained_setup(ckpt: Path) -> tuple[ModelConfig, GraphSettings]:
+    """The network size and graph settings the MPT checkpoint was trained with (fine-tuning must
+    build graphs the same way, or the pre-trained weights see different inputs)."""
+    state = load_checkpoint(ckpt)
+    try:
+        model_cfg = ModelConfig(**{**state["config"]["model"], "output_features": 1})
+        settings = GraphSettings(**state["graph_settings"])
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"pretrain checkpoint {ckpt}: no model config / graph settings ({exc})") from exc
+    return model_cfg, settings
+
+
+def _finished(st: dict[str, Any], cfg: FinetuneConfig) -> bool:
+    """Out of epochs, or no better validation MAE for ``patience`` epochs."""
+    stale = st["epoch"] - st["best_epoch"]
+    return st["epoch"] >= cfg.epochs or (cfg.patience > 0 and stale >= cfg.patience)
+
+
+def _train_member(k: int, cfg: FinetuneConfig, ckpt: Path, graphs: list[CrystalGraph],
+                  z: torch.Tensor, y: np.ndarray, folds: np.ndarray, deadline: float,
+                  resume: bool, progress: bool) -> dict[str, Any] | None:
+    """Train member k (validates on fold k) until done; its final state dict, or None when the
+    budget ran out first (its last whole epoch is checkpointed)."""
+    from tqdm import tqdm
+
+    out_dir = Path(cfg.out_dir)
+    path = member_path(out_dir, k)
+    train_idx, val_idx = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+    val_graphs = [graphs[i] for i in val_idx]
+    torch.manual_seed(cfg.seed + 1000 * k)  # fresh output layer and shuffling differ per member
+    np.random.seed(cfg.seed + 1000 * k)
+    net = network_from_pretrained(ckpt, output_features=1)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    st: dict[str, Any] = {"fold": k, "epoch": 0, "best_val": math.inf, "best_epoch": 0,
+                          "best_model": None, "history": [], "done": False}
+    if resume and path.is_file():
+        st = load_checkpoint(path)
+        # "done" is re-judged under this run's epochs/patience: a longer run continues a member
+        st["done"] = _finished(st, cfg)
+        if st["done"]:
+            log.info("member %d: finished earlier (best epoch %d, val MAE %.4f)", k,
+                     st["best_epoch"], st["best_val"])
+            return st
+        net.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        _set_rng_state(st["rng"])
+        log.info("member %d: resumed at epoch %d", k, st["epoch"])
+    else:
+        log.info("member %d: start train=%d val=%d", k, len(train_idx), len(val_idx))
+
+    net.train()
+    while not st["done"]:
+        perm = train_idx[np.random.permutation(len(train_idx))]
+        n_batches = math.ceil(len(perm) / cfg.batch_size)
+        bar = tqdm(total=n_batches, desc=f"member {k} epoch {st['epoch'] + 1}", disable=not progress,
+                   mininterval=2, leave=False)
+        total, t0 = 0.0, time.monotonic()
+        for b in range(n_batches):
+            if time.monotonic() > deadline:
+                bar.close()
+                log.info("member %d: budget reached in epoch %d; resume redoes that epoch", k,
+                         st["epoch"] + 1)
+                return None
+            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            pred = net(batch_graphs([graphs[i] for i in idx]).model_input())["out"].reshape(-1)
+            loss = torch.nn.functional.l1_loss(pred, z[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            bar.update(1)
+        bar.close()
+        st["epoch"] += 1
+        val_pred = predict_graphs(net, val_graphs, cfg.log_target)
+        val_mae = float(np.abs(val_pred - y[val_idx]).mean()) if len(val_idx) else math.nan
+        st["history"].append({"epoch": st["epoch"], "train_l1": total / max(len(perm), 1),
+                              "val_mae": val_mae, "seconds": round(time.monotonic() - t0, 1)})
+        log.info("member %d epoch %d train_l1 %.4f val_mae %.4f (%.1f s)", k, st["epoch"],
+                 st["history"][-1]["train_l1"], val_mae, time.monotonic() - t0)
+        if val_mae < st["best_val"] or st["best_model"] is None:
+            st["best_val"], st["best_epoch"] = val_mae, st["epoch"]
+            st["best_model"] = copy.deepcopy(net.state_dict())
+            st["val_pred"] = val_pred.tolist()
+        st["done"] = _finished(st, cfg)
+        st.update(model=net.state_dict(), optimizer=opt.state_dict(), rng=_rng_state(),
+                  config=asdict(cfg))
+        save_checkpoint(path, st)
+    log.info("member %d: done after %d epochs, best epoch %d val MAE %.4f", k, st["epoch"],
+             st["best_epoch"], st["best_val"])
+    return st
+
+
+def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Fine-tune (or continue) the members; when all are done, save the ensemble and its metrics.
+
+    Returns {"stopped": "done"|"budget", "members_done", "model", "metrics", "grouped_cv", "test"}
+    (model/metrics paths and scores only when stopped == "done").
+    """
+    t_start = time.monotonic()
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else default_finetune_dir()
+    cfg.out_dir = str(out_dir)
+    ckpt = Path(cfg.pretrained) if cfg.pretrained else default_out_dir() / BEST_NAME
+    cfg.pretrained = str(ckpt)
+    if not ckpt.is_file():
+        raise ValueError(f"pretrain checkpoint {ckpt}: no such file (run `screener model pretrain`)")
+    _setup_logging(out_dir)
+    torch.set_num_threads(cfg.threads)
+    malloc_tuned = tune_allocator() if cfg.tune_malloc else False
+    model_cfg, settings = pretrained_setup(ckpt)
+    log.info("start resume=%s malloc_tuned=%s config=%s", resume, malloc_tuned, json.dumps(asdict(cfg)))
+
+    bands, y, meta = load_split("train")
+    folds = load_folds()
+    if cfg.limit is not None:
+        bands, y, meta, folds = bands[:cfg.limit], y[:cfg.limit], meta[:cfg.limit], folds[:cfg.limit]
+    fold_ids = [int(f) for f in np.unique(folds)][: cfg.members or None]
+    cache = GraphCache(cfg.graph_cache or (screener_home() / "graphs"), settings)
+    from tqdm import tqdm
+    graphs = [band_graph(b, settings, cache, name=f"bands-train.json [{m['sys_name']}]")
+              for b, m in tqdm(list(zip(bands, meta)), desc="graphs", disable=not progress,
+                               mininterval=5, leave=False)]
+    log.info("graphs: %d (cache hits %d, built %d) in %.1f s; members for folds %s", len(graphs),
+             cache.hits, cache.misses, time.monotonic() - t_start, fold_ids)
+    z = torch.tensor(_fwd(y, cfg.log_target), dtype=torch.float32)
+    deadline = t_start + cfg.budget_minutes * 60.0
+
+    states: list[dict[str, Any]] = []
+    for k in fold_ids:
+        st = _train_member(k, cfg, ckpt, graphs, z, y, folds, deadline, resume, progress)
+        if st is None:
+            log.info("stop (budget) with %d of %d members done", len(states), len(fold_ids))
+            return {"stopped": "budget", "members_done": len(states), "members": len(fold_ids),
+                    "out_dir": str(out_dir)}
+        states.append(st)
+
+    model = _assemble(cfg, model_cfg, settings, states, fold_ids, graphs, y, folds, meta)
+    model.cache = cache
+    model_path = model.save(out_dir / MODEL_FILE)
+    metrics = _metrics(model, cfg)
+    metrics_path = out_dir / METRICS_FILE
+    metrics_path.write_text(json.dumps(metrics, indent=1))
+    log.info("saved %s (%s): test MAE %.4f, grouped-CV MAE %.4f", model_path, model.model_id,
+             metrics["test"]["mae"], metrics["grouped_cv"]["mae"])
+    return {"stopped": "done", "members_done": len(states), "members": len(fold_ids),
+            "out_dir": str(out_dir), "model": str(model_path), "metrics": str(metrics_path),
+            "test": metrics["test"], "grouped_cv": metrics["grouped_cv"]}
+
+
+def _assemble(cfg: FinetuneConfig, model_cfg: ModelConfig, settings: GraphSettings,
+              states: list[dict[str, Any]], fold_ids: list[int], graphs: list[CrystalGraph],
+              y: np.ndarray, folds: np.ndarray, meta: list[dict]) -> AlignnModel:
+    """Ensemble of the members' best epochs, std scale calibrated on out-of-fold residuals.
+
+    The residual of a training band is its own fold's member's (out-of-fold); the raw spread is the
+    whole ensemble's spread there, i.e. what predict() reports. Four of five members saw that band,
+    so that spread is smaller than on a new host and the fitted scale errs on the wide side.
+    """
+    cls = LogTargetAlignnModel if cfg.log_target else AlignnModel
+    model = cls([s["best_model"] for s in states], model_cfg, settings, name=cfg.name)
+    in_oof = np.isin(folds, fold_ids)
+    oof = np.full(len(y), np.nan)
+    for k, st in zip(fold_ids, states):
+        oof[folds == k] = np.asarray(st["val_pred"])
+    idx = np.flatnonzero(in_oof)
+    sub = [graphs[i] for i in idx]
+    members = np.stack([predict_graphs(n, sub, cfg.log_target) for n in model.networks])
+    raw = members.std(axis=0)
+    model.std_scale = calibrate_scale(y[idx] - oof[idx], raw, NOISE_FLOOR_EV)
+    std = calibrated_std(raw, model.std_scale, NOISE_FLOOR_EV)
+    model.info = {
+        "pretrained": cfg.pretrained, "config": asdict(cfg), "folds": fold_ids,
+        "members": [{"fold": k, "best_epoch": s["best_epoch"], "epochs": s["epoch"],
+                     "val_mae": s["best_val"]} for k, s in zip(fold_ids, states)],
+        "oof": {"sys_name": [meta[i]["sys_name"] for i in idx], "y": y[idx].tolist(),
+                "mean": oof[idx].tolist(), "std": std.tolist()},
+        "torch": torch.__version__,
+    }
+    return model
+
+
+def _metrics(model: AlignnModel, cfg: FinetuneConfig) -> dict[str, Any]:
+    """{"test": ensemble on the 60 test bands (scored once, after every choice was made),
+    "grouped_cv": the out-of-fold predictions} plus what produced them."""
+    test_bands, y_test, _ = load_split("test")
+    mu, sd = model.predict(test_bands)
+    test = score(y_test, mu, sd)
+    test["accuracy_ci95"] = list(bootstrap_accuracy_ci(y_test, mu))
+    oof = model.info["oof"]
+    cv = score(oof["y"], oof["mean"], oof["std"])
+    return {"model_id": model.model_id, "class": f"{type(model).__module__}:{type(model).__qualname__}",
+            "pretrained": cfg.pretrained, "std_scale": model.std_scale,
+            "members": model.info["members"], "test": test, "grouped_cv": cv}

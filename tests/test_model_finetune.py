@@ -1,0 +1,92 @@
+"""Fine-tuning: MPT weights in, one member per host-grouped fold, resumable, a loadable ensemble."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from screener.model.base import load_model
+from screener.model.finetune import (
+    FinetuneConfig,
+    LogTargetAlignnModel,
+    finetune,
+    member_path,
+)
+from screener.model.pretrain import (
+    ModelConfig,
+    PretrainConfig,
+    load_checkpoint,
+    pretrain,
+)
+from screener.sources.dataset import load_bands
+
+TINY = ModelConfig(alignn_layers=1, gcn_layers=1, hidden_features=16, embedding_features=16)
+
+
+@pytest.fixture(scope="module")
+def mpt(tmp_path_factory) -> dict:
+    """A tiny MPT checkpoint: 16 structures, 2 steps."""
+    d = tmp_path_factory.mktemp("mpt")
+    pretrain(PretrainConfig(out_dir=str(d / "mpt"), limit=17, batch_size=8, epochs=1, threads=1,
+                            model=TINY, graph_cache=str(d / "graphs")), progress=False)
+    return {"ckpt": d / "mpt" / "last.pt", "graphs": str(d / "graphs")}
+
+
+def _cfg(mpt: dict, out, **kw) -> FinetuneConfig:
+    base = {"pretrained": str(mpt["ckpt"]), "out_dir": str(out), "epochs": 1, "members": 2,
+            "limit": 20, "batch_size": 8, "graph_cache": mpt["graphs"]}
+    return FinetuneConfig(**{**base, **kw})
+
+
+def test_two_members_one_epoch_give_a_loadable_calibrated_ensemble(mpt, tmp_path):
+    summary = finetune(_cfg(mpt, tmp_path / "ft"), progress=False)
+    assert summary["stopped"] == "done" and summary["members_done"] == 2
+    model = load_model(summary["model"])
+    assert isinstance(model, LogTargetAlignnModel) and len(model.networks) == 2
+    bands = [b.band for b in load_bands("test")[:3]]
+    mean, std = model.predict(bands)
+    assert np.isfinite(mean).all() and (mean >= 0).all() and (std > 0).all()
+    # out-of-fold = the bands of folds 0 and 1 among the first 20, each predicted by its own member
+    folds = np.array([b.fold for b in load_bands("train")[:20]])
+    oof = model.info["oof"]
+    assert len(oof["y"]) == int(np.isin(folds, [0, 1]).sum()) == summary["grouped_cv"]["n"]
+    assert model.std_scale > 0 and all(s >= model.std_floor for s in oof["std"])
+    metrics = json.loads((tmp_path / "ft" / "alignn.metrics.json").read_text())
+    assert metrics["test"]["n"] == 60 and math.isfinite(metrics["test"]["mae"])
+    assert set(metrics) >= {"test", "grouped_cv"}
+    log = (tmp_path / "ft" / "finetune.log").read_text()
+    assert "member 0 epoch 1" in log and "member 1 epoch 1" in log
+
+
+def test_backbone_comes_from_the_mpt_checkpoint(mpt, tmp_path):
+    # lr 0: the members are exactly the MPT network plus a fresh (per-member) output layer
+    finetune(_cfg(mpt, tmp_path / "ft", lr=0.0, weight_decay=0.0), progress=False)
+    mpt_state = load_checkpoint(mpt["ckpt"])["model"]
+    m0 = load_checkpoint(member_path(tmp_path / "ft", 0))["best_model"]
+    m1 = load_checkpoint(member_path(tmp_path / "ft", 1))["best_model"]
+    backbone = [k for k in m0 if not k.startswith("fc.")]
+    assert backbone and all(torch.equal(m0[k], mpt_state[k]) for k in backbone)
+    assert m0["fc.weight"].shape[0] == 1 and not torch.equal(m0["fc.weight"], m1["fc.weight"])
+
+
+def test_budget_stop_then_resume_continues_the_epoch_count(mpt, tmp_path):
+    out = tmp_path / "ft"
+    stopped = finetune(_cfg(mpt, out, budget_minutes=0.0), progress=False)
+    assert stopped["stopped"] == "budget" and stopped["members_done"] == 0
+    one = finetune(_cfg(mpt, out, members=1), resume=True, progress=False)
+    assert one["stopped"] == "done"
+    assert load_checkpoint(member_path(out, 0))["epoch"] == 1
+    two = finetune(_cfg(mpt, out, members=1, epochs=2), resume=True, progress=False)
+    st = load_checkpoint(member_path(out, 0))
+    assert two["stopped"] == "done" and st["epoch"] == 2 and [h["epoch"] for h in st["history"]] == [1, 2]
+    assert "member 0: resumed at epoch 1" in (out / "finetune.log").read_text()
+
+
+def test_missing_pretrained_checkpoint_is_one_line(tmp_path):
+    with pytest.raises(ValueError, match="pretrain checkpoint .*no such file") as exc:
+        finetune(FinetuneConfig(pretrained=str(tmp_path / "none.pt"), out_dir=str(tmp_path)))
+    assert "\n" not in str(exc.value)
