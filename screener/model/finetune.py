@@ -51,6 +51,7 @@ from screener.model.pretrain import (
     _set_rng_state,
     default_out_dir,
     load_checkpoint,
+    log_to_file,
     save_checkpoint,
     tune_allocator,
 )
@@ -103,14 +104,6 @@ def default_finetune_dir() -> Path:
 
 def member_path(out_dir: Path, fold: int) -> Path:
     return Path(out_dir) / f"member-{fold}.pt"
-
-
-def _setup_logging(out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out_dir / "finetune.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    log.handlers = [h for h in log.handlers if not isinstance(h, logging.FileHandler)] + [handler]
-    log.setLevel(logging.INFO)
 
 
 def _fwd(y: np.ndarray, log_target: bool) -> np.ndarray:
@@ -238,7 +231,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -
     cfg.pretrained = str(ckpt)
     if not ckpt.is_file():
         raise ValueError(f"pretrain checkpoint {ckpt}: no such file (run `screener model pretrain`)")
-    _setup_logging(out_dir)
+    log_to_file(log, out_dir / "finetune.log")
     torch.set_num_threads(cfg.threads)
     malloc_tuned = tune_allocator() if cfg.tune_malloc else False
     model_cfg, settings = pretrained_setup(ckpt)

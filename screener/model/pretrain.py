@@ -216,12 +216,13 @@ def evaluate(model: torch.nn.Module, graphs: Sequence[CrystalGraph], y: np.ndarr
     return out
 
 
-def _setup_logging(out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out_dir / "pretrain.log")
+def log_to_file(logger: logging.Logger, path: Path) -> None:
+    """Send ``logger``'s INFO lines to ``path`` (replacing an earlier file of the same logger)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    log.handlers = [h for h in log.handlers if not isinstance(h, logging.FileHandler)] + [handler]
-    log.setLevel(logging.INFO)
+    logger.handlers = [h for h in logger.handlers if not isinstance(h, logging.FileHandler)] + [handler]
+    logger.setLevel(logging.INFO)
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -234,7 +235,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     t_start = time.monotonic()
     out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir()
     cfg.out_dir = str(out_dir)
-    _setup_logging(out_dir)
+    log_to_file(log, out_dir / "pretrain.log")
     torch.set_num_threads(cfg.threads)
     malloc_tuned = tune_allocator() if cfg.tune_malloc else False
     ckpt_path = out_dir / CHECKPOINT_NAME
