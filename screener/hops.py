@@ -431,3 +431,42 @@ def equivalent_hop_edges(
         for e in sorted(orb):
             out.setdefault(e, h.hop_key)
     return [(i, j, im, key) for (i, j, im), key in out.items()]
+
+
+# ----------------------------------------------------------------------------- hop matching
+
+
+def matching_hop(
+    structure: Structure,
+    hops: Sequence[Hop],
+    isite: Sequence[float],
+    esite: Sequence[float],
+    *,
+    tol: float = 0.3,
+) -> Hop | None:
+    """The first of hops that a symmetry operation of the host maps onto the hop isite -> esite
+    (either direction; both end points within tol Angstrom, one lattice translation for the pair),
+    or None. Fractional coordinates of structure, esite the actual periodic image. Checks an
+    enumerated hop against a reference one (e.g. a DFT-NEB study's) without ion sites at its ends;
+    the operations are spglib's at each hop's recorded symprec, on the primitive cell: a supercell
+    whose lattice lacks the crystal's rotations (e.g. a 4x3 in-plane cell of a hexagonal layer)
+    would otherwise hide equivalent hops.
+    """
+    prim = structure.get_primitive_structure()  # same cartesian frame and origin
+    to_prim = lambda x: prim.lattice.get_fractional_coords(structure.lattice.get_cartesian_coords(np.asarray(x, float)))  # noqa: E731
+    ti, te = to_prim(isite), to_prim(esite)
+    lat = prim.lattice.matrix
+    ops: dict[float, tuple[np.ndarray, np.ndarray, float]] = {}
+    for h in hops:
+        if h.symprec not in ops:
+            ops[h.symprec] = _symmetry_ops(prim, h.symprec)
+        rots, trans, _ = ops[h.symprec]
+        a = np.einsum("kij,j->ki", rots, to_prim(h.isite)) + trans
+        b = np.einsum("kij,j->ki", rots, to_prim(h.esite)) + trans
+        for start, end in ((ti, te), (te, ti)):
+            shift = np.rint(start - a)
+            da = np.linalg.norm((a + shift - start) @ lat, axis=1)
+            db = np.linalg.norm((b + shift - end) @ lat, axis=1)
+            if np.any((da < tol) & (db < tol)):
+                return h
+    return None

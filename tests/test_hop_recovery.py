@@ -1,0 +1,75 @@
+"""Hop-recovery benchmark: the enumerator finds the dataset's DFT-NEB hops in real hosts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _dataset import dataset_band
+from screener.hops import enumerate_hops, matching_hop
+from screener.sites import _nearest, default_min_distance
+from screener.sources.dataset import load_bands
+
+_spec = importlib.util.spec_from_file_location("hop_recovery", Path(__file__).parents[1] / "scripts" / "hop_recovery.py")
+hop_recovery = importlib.util.module_from_spec(_spec)
+sys.modules["hop_recovery"] = hop_recovery  # dataclasses look their module up
+_spec.loader.exec_module(hop_recovery)
+
+
+def _entry(sys_name: str):
+    return next(b for sp in ("train", "test") for b in load_bands(sp) if b.sys_name == sys_name)
+
+
+@pytest.mark.parametrize(
+    "sys_name",
+    ["LiCo2O4", "O-LiFePO4", "LiCoO2_1", "Ca2.5V2P3O12"],  # spinel, olivine, layered, NASICON
+)
+def test_discharged_dataset_hop_recovered(sys_name):
+    out = hop_recovery.check(_entry(sys_name))
+    assert out.kind == "discharged"
+    assert out.recovered, out.why
+
+
+def test_matching_hop_needs_the_right_hop():
+    band = dataset_band("LiCoO2_1")
+    host, ion, kind = hop_recovery.rebuild_host(band)
+    hops = enumerate_hops(host, "LiCoO2_1", ion, max_length=6.5)
+    ends = band.frac_coords[[0, 4]]
+    hit = matching_hop(host, hops, ends[0], ends[1])
+    assert hit is not None and abs(hit.length - band.get_distance(0, 4)) < 0.3
+    # reversed direction is the same hop
+    assert matching_hop(host, hops, ends[1], ends[0]) is hit
+    # hops of clearly different length match nothing (0.3 A tolerance merges only near-equal ones)
+    others = [h for h in hops if abs(h.length - hit.length) > 0.7]
+    assert others and matching_hop(host, others, ends[0], ends[1]) is None
+    assert matching_hop(host, hops, ends[0], ends[0] + np.array([0.13, 0.0, 0.0])) is None
+
+
+def test_charged_spinel_hop_recovered():
+    out = hop_recovery.check(_entry("Co2O4_Ca"))  # empty spinel Co2O4, one Ca
+    assert out.kind == "charged"
+    assert out.recovered, out.why
+
+
+def test_charged_olivine_dataset_end_points_are_not_sites():
+    # the dataset's Li end points in charged FePO4 sit 1.73 A from O and 1.85 A from P (an origin
+    # shift in the source), below the Li window: no insertion site can be there, so this entry is a
+    # miss with that reason (the real site and the 3.0 A b-axis hop are found: see test_sites.py)
+    band = dataset_band("O-FePO4_Li")
+    host, ion, kind = hop_recovery.rebuild_host(band)
+    assert kind == "charged"
+    room = _nearest(host, band.frac_coords[[0, 4]])
+    assert np.all(room < default_min_distance("Li"))
+
+
+def test_json_output_keys(capsys):
+    assert hop_recovery.main(["--json", "--split", "test", "--limit", "2"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert set(got) == {"discharged", "charged"}
+    assert all(set(v) == {"n", "recovered"} for v in got.values())
+    assert got["discharged"]["n"] + got["charged"]["n"] == 2
