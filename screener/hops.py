@@ -130,7 +130,7 @@ def _snap_tol(symprec: float) -> float:
     return max(0.3, 2 * symprec)
 
 
-def _symmetry_ops(structure: Structure, symprec: float) -> tuple[np.ndarray, np.ndarray, float]:
+def symmetry_ops(structure: Structure, symprec: float) -> tuple[np.ndarray, np.ndarray, float]:
     """Fractional rotations and translations of the host (spglib at symprec, tightened down to
     0.001 when spglib gives up on a relaxed cell; identity only if it never succeeds)."""
     while True:
@@ -222,7 +222,7 @@ def hop_key(
     _, _, ok = _snap(ends, ion_frac, lat, _snap_tol(symprec))
     if not ok.all():
         raise HopError(f"{host_id}: hop end point {np.round(ends[int(np.argmin(ok))], 4).tolist()} is not a {working_ion} site")
-    rots, trans, used = _symmetry_ops(structure, symprec)
+    rots, trans, used = symmetry_ops(structure, symprec)
     orbit = _orbit(ends[0], ends[1], ion_idx, ion_frac, lat, rots, trans, _snap_tol(symprec))
     if not orbit:
         raise HopError(f"{host_id}: hop {np.round(ends, 4).tolist()} joins a site to itself")
@@ -360,7 +360,7 @@ def _enumerate(structure: Structure, host_id: str, working_ion: str, max_length:
             "in the cell; hops into empty sites are not supported yet)"
         )
     ion_idx, ion_frac = _ion_frac(structure, working_ion)
-    rots, trans, _ = _symmetry_ops(structure, symprec)
+    rots, trans, _ = symmetry_ops(structure, symprec)
     tol = _snap_tol(symprec)
     # DistinctPathFinder keeps A->B and B->A (and copies its 0.001 default symprec fails to
     # merge) as separate paths: one orbit of edges is one hop
@@ -425,7 +425,7 @@ def equivalent_hop_edges(
     out: dict[tuple[int, int, tuple[int, int, int]], str] = {}
     for h in hops:
         if h.symprec not in ops:
-            ops[h.symprec] = _symmetry_ops(structure, h.symprec)
+            ops[h.symprec] = symmetry_ops(structure, h.symprec)
         rots, trans, _ = ops[h.symprec]
         orb = _orbit(np.asarray(h.isite, float), np.asarray(h.esite, float), ion_idx, ion_frac, lat, rots, trans, tol)
         for e in sorted(orb):
@@ -459,7 +459,7 @@ def matching_hop(
     ops: dict[float, tuple[np.ndarray, np.ndarray, float]] = {}
     for h in hops:
         if h.symprec not in ops:
-            ops[h.symprec] = _symmetry_ops(prim, h.symprec)
+            ops[h.symprec] = symmetry_ops(prim, h.symprec)
         rots, trans, _ = ops[h.symprec]
         a = np.einsum("kij,j->ki", rots, to_prim(h.isite)) + trans
         b = np.einsum("kij,j->ki", rots, to_prim(h.esite)) + trans

@@ -14,7 +14,7 @@ import numpy as np
 from pymatgen.core import Element, Species, Structure
 from scipy.spatial import Voronoi, cKDTree
 
-from screener.hops import Hop, _symmetry_ops, enumerate_hops
+from screener.hops import Hop, symmetry_ops, enumerate_hops
 
 #: Shannon radii (Angstrom, 6-fold) of the working ions at their usual charge; O2- is 1.40.
 ION_RADIUS = {"Li": 0.76, "Na": 1.02, "K": 1.38, "Rb": 1.52, "Mg": 0.72, "Ca": 1.00, "Sr": 1.18, "Zn": 0.74, "Al": 0.535}
@@ -167,7 +167,7 @@ def candidate_sites(
         frac = _relax(structure, frac[keep])
         room = _nearest(structure, frac)
         keep = _cluster(frac, room, lat, 0.2)
-    rots, trans, _ = _symmetry_ops(structure, symprec)
+    rots, trans, _ = symmetry_ops(structure, symprec)
     sites: list[tuple[float, np.ndarray]] = []
     covered = np.zeros((0, 3))
     for i in keep:
