@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from pymatgen.core import Structure
 
-from screener.model.base import BarrierModel, file_hash, read_checkpoint, write_checkpoint
+from screener.model.base import BarrierModel, checkpoint_model_id, read_checkpoint, write_checkpoint
 from screener.model.descriptor_model import NOISE_FLOOR_EV, calibrated_std
 from screener.model.graphs import GraphCache, GraphSettings, band_graph, batch_graphs
 from screener.model.pretrain import ModelConfig, build_model, load_checkpoint
@@ -91,7 +91,6 @@ class AlignnModel(BarrierModel):
                  "graph_settings": asdict(self.graph_settings), "std_scale": self.std_scale,
                  "std_floor": self.std_floor, "info": self.info}
         path = write_checkpoint(Path(path), self, state)
-        self.model_id = f"{self.name}@{file_hash(path)}"
         return path
 
     @classmethod
@@ -107,5 +106,5 @@ class AlignnModel(BarrierModel):
         except (KeyError, TypeError, RuntimeError) as exc:
             raise ValueError(f"model checkpoint {path}: bad AlignnModel state "
                              f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
-        model.model_id = f"{model.name}@{file_hash(path)}"
+        model.model_id = checkpoint_model_id(model.name, path)
         return model

@@ -48,14 +48,21 @@ def file_hash(path: Path, n: int = 10) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:n]
 
 
+def checkpoint_model_id(name: str, path: Path) -> str:
+    """The id predictions are stored under: the model's name and a hash of its checkpoint file."""
+    return f"{name}@{file_hash(path)}"
+
+
 def write_checkpoint(path: Path, model: BarrierModel, state: dict[str, Any]) -> Path:
-    """Write {format, class, name, state} with joblib (compressed: shipped files stay small)."""
+    """Write {format, class, name, state} with joblib (compressed: shipped files stay small) and
+    set the model's model_id from the written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cls = type(model)
     doc = {"format": _FORMAT, "class": f"{cls.__module__}:{cls.__qualname__}", "name": model.name,
            "state": state}
     joblib.dump(doc, path, compress=3)
+    model.model_id = checkpoint_model_id(model.name, path)
     return path
 
 

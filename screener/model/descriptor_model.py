@@ -17,7 +17,7 @@ import sklearn
 from pymatgen.core import Structure
 from sklearn.ensemble import ExtraTreesRegressor, GradientBoostingRegressor, RandomForestRegressor
 
-from screener.model.base import BarrierModel, file_hash, read_checkpoint, write_checkpoint
+from screener.model.base import BarrierModel, checkpoint_model_id, read_checkpoint, write_checkpoint
 from screener.model.descriptors import DESCRIPTOR_NAMES, descriptor_matrix
 from screener.model.metrics import Z90
 from screener.sources.dataset import load_bands
@@ -201,7 +201,6 @@ class DescriptorModel(BarrierModel):
                  "members": self.members, "std_scale": self.std_scale, "std_floor": self.std_floor,
                  "info": info}
         path = write_checkpoint(Path(path), self, state)
-        self.model_id = f"{self.name}@{file_hash(path)}"
         return path
 
     @classmethod
@@ -219,7 +218,7 @@ class DescriptorModel(BarrierModel):
             model.info = dict(st.get("info", {}))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"model checkpoint {path}: bad DescriptorModel state ({exc})") from exc
-        model.model_id = f"{model.name}@{file_hash(path)}"
+        model.model_id = checkpoint_model_id(model.name, path)
         return model
 
 
