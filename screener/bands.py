@@ -93,6 +93,22 @@ def build_band(structure: Structure, hop: Hop, *, min_length: float = 8.0, max_s
     return Structure(sc.lattice, species, coords)
 
 
+def band_endpoints(band: Structure) -> tuple[Structure, Structure]:
+    """The two end points of a band as relaxation/NEB inputs: the migrating ion (first site) at the
+    initial, resp. final site, then the host sites (band sites 5 onward) in the band's order.
+    Follow-up calculations (DFT-NEB, MLIP-NEB) start from these; the moving ion stays site 0."""
+    if len(band) < 6 or len({band[i].specie.symbol for i in range(5)}) != 1:
+        raise BandError(f"band of {band.composition.reduced_formula}: first five sites are not one ion's hop")
+    ion = band[0].specie.symbol
+    host = [(s.species, s.frac_coords) for s in band.sites[5:]]
+    ends = []
+    for k in (0, 4):
+        species = [ion] + [sp for sp, _ in host]
+        coords = np.vstack([band.frac_coords[k][None, :], np.array([fc for _, fc in host])])
+        ends.append(Structure(band.lattice, species, coords))
+    return ends[0], ends[1]
+
+
 def band_to_doc(band: Structure) -> dict[str, Any]:
     """Compact, exact store document of a band (fractional coordinates are not wrapped)."""
     return {

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from screener.bands import BandError, band_from_doc, band_to_doc, build_band
+from screener.bands import BandError, band_endpoints, band_from_doc, band_to_doc, build_band
 from screener.hops import Hop, enumerate_hops, hop_key
 
 from _dataset import dataset_band, dataset_host
@@ -118,3 +118,20 @@ def test_rebuilds_the_dataset_band(sys_name):
     d = band.lattice.get_all_distances(band.frac_coords[5:], f[5:])
     assert np.all(d.min(axis=1) < 1e-6) and np.all(d.min(axis=0) < 1e-6)
     assert [s.specie.symbol for s in band[5:]] == [ref[5 + int(k)].specie.symbol for k in d.argmin(axis=1)]
+
+
+def test_band_endpoints(olivine):
+    """End points keep the moving ion first and the host unchanged; the ion sits on band sites 0 / 4."""
+    structure, _, hops = olivine
+    band = build_band(structure, hops[0])
+    initial, final = band_endpoints(band)
+    assert len(initial) == len(final) == len(band) - 4
+    assert initial[0].specie.symbol == final[0].specie.symbol == hops[0].working_ion
+    assert np.allclose(initial.frac_coords[0], band.frac_coords[0])
+    assert np.allclose(final.frac_coords[0], band.frac_coords[4])
+    assert np.allclose(initial.frac_coords[1:], band.frac_coords[5:])
+    assert initial.composition == final.composition
+    broken = band.copy()
+    broken.replace(2, "Fe")
+    with pytest.raises(BandError, match="first five sites"):
+        band_endpoints(broken)
