@@ -81,6 +81,23 @@ def evaluation(model: Any, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return np.asarray(oof["y"]), np.asarray(oof["mean"]), np.asarray(oof["std"])
 
 
+def train_oof(model: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(y, mean, std) out-of-fold over ALL training bands in split order (NaN where a model has
+    no prediction for a band, e.g. an ALIGNN ensemble trained on fewer folds)."""
+    from screener.model.descriptor_model import load_split
+
+    _, y, meta = load_split("train")
+    ys, mu, sd = evaluation(model, "cv")
+    if len(mu) == len(y) and "sys_name" not in getattr(model, "info", {}).get("oof", {}):
+        return y, mu, sd
+    names = model.info["oof"]["sys_name"]
+    where = {m["sys_name"]: i for i, m in enumerate(meta)}
+    full_mu, full_sd = np.full(len(y), np.nan), np.full(len(y), np.nan)
+    for n, a, b in zip(names, mu, sd):
+        full_mu[where[n]], full_sd[where[n]] = a, b
+    return y, full_mu, full_sd
+
+
 @model_app.command("evaluate")
 def evaluate_cmd(
     model: ModelOpt = "default",
@@ -231,13 +248,14 @@ def pretrain_cmd(
     gcn_layers: Annotated[int, typer.Option("--gcn-layers")] = 1,
     hidden: Annotated[int, typer.Option("--hidden", help="Hidden and embedding features.")] = 64,
     threads: Annotated[int, typer.Option("--threads", help="torch threads.")] = 1,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA if torch sees a GPU, else CPU), cpu, cuda, cuda:N.")] = "auto",
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Multi-property pre-training (seven heads, masked L1) of the ALIGNN; resumable."""
     from screener.model.pretrain import ModelConfig, PretrainConfig, pretrain
 
     cfg = PretrainConfig(out_dir=str(out or ""), budget_minutes=budget_minutes, epochs=epochs,
-                         batch_size=batch_size, lr=lr, limit=limit, threads=threads,
+                         batch_size=batch_size, lr=lr, limit=limit, threads=threads, device=device,
                          model=ModelConfig(alignn_layers=alignn_layers, gcn_layers=gcn_layers,
                                            hidden_features=hidden, embedding_features=hidden))
     try:
@@ -259,9 +277,11 @@ def finetune_cmd(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
     lr: Annotated[float, typer.Option("--lr")] = 5e-4,
     log_target: Annotated[bool, typer.Option("--log-target/--ev-target", help="Fit log(E_m + 0.05) or E_m.")] = True,
+    readout: Annotated[str, typer.Option("--readout", help="mean (over all atoms, as alignn) or band (+ the hop's five sites).")] = "mean",
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N training bands.")] = None,
     name: Annotated[str, typer.Option("--name", help="Model name.")] = "alignn",
     threads: Annotated[int, typer.Option("--threads", help="torch threads.")] = 1,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA if torch sees a GPU, else CPU), cpu, cuda, cuda:N.")] = "auto",
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Fine-tune one ALIGNN member per host-grouped fold from MPT weights; saves the ensemble."""
@@ -269,10 +289,49 @@ def finetune_cmd(
 
     cfg = FinetuneConfig(pretrained=str(pretrained or ""), out_dir=str(out or ""), epochs=epochs,
                          patience=patience, members=members, batch_size=batch_size, lr=lr,
-                         log_target=log_target, limit=limit, budget_minutes=budget_minutes,
-                         threads=threads, name=name)
+                         log_target=log_target, readout=readout, limit=limit,
+                         budget_minutes=budget_minutes,
+                         threads=threads, name=name, device=device)
     try:
         summary = finetune(cfg, resume=resume, progress=progress)
     except ValueError as exc:
         _fail(str(exc))
     typer.echo(json.dumps(summary, default=str))
+
+
+@model_app.command("blend")
+def blend_cmd(
+    components: Annotated[list[str], typer.Option("--component", help="Two models (shipped names or checkpoint paths), in order.")],
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint file to write (.joblib).")],
+    name: Annotated[str, typer.Option("--name", help="Model name.")] = "blend",
+    as_json: JsonOpt = False,
+) -> None:
+    """Blend two models with the weight that minimises their host-grouped out-of-fold MAE on the
+    training split; the stored CV score is nested (each fold's weight from the other folds)."""
+    from screener.model.blend import BlendModel
+    from screener.model.descriptor_model import load_folds
+    from screener.model.metrics import score
+
+    if len(components) != 2:
+        _fail(f"--component: give exactly two models, got {len(components)}", 2)
+    models = [_load(c) for c in components]
+    try:
+        oofs = [train_oof(m) for m in models]
+    except ValueError as exc:
+        _fail(str(exc))
+    y = oofs[0][0]
+    keep = np.isfinite(oofs[0][1]) & np.isfinite(oofs[1][1])
+    if keep.sum() < 50:
+        _fail(f"--component: only {int(keep.sum())} training bands have out-of-fold predictions of both models")
+    means = np.array([o[1][keep] for o in oofs])
+    stds = np.array([o[2][keep] for o in oofs])
+    info = {"components": {c: score(y[keep], means[i], stds[i]) for i, c in enumerate(components)},
+            "n_oof": int(keep.sum())}
+    model = BlendModel.fit_on_oof(components, y[keep], means, stds, load_folds()[keep], name=name,
+                                  info=info)
+    model.save(out)
+    oof = model.info["oof"]
+    summary = {"model": str(out), "model_id": model.model_id, "weights": model.weights.tolist(),
+               "fold_weights": oof["fold_weights"], "grouped_cv": score(oof["y"], oof["mean"], oof["std"]),
+               "components_cv": info["components"]}
+    typer.echo(json.dumps(summary) if as_json else json.dumps(summary, indent=1))

@@ -90,3 +90,18 @@ def test_missing_pretrained_checkpoint_is_one_line(tmp_path):
     with pytest.raises(ValueError, match="pretrain checkpoint .*no such file") as exc:
         finetune(FinetuneConfig(pretrained=str(tmp_path / "none.pt"), out_dir=str(tmp_path)))
     assert "\n" not in str(exc.value)
+
+
+def test_band_readout_member_from_mpt_weights(mpt, tmp_path):
+    """--readout band: the member starts from the MPT message-passing weights and the ensemble
+    records the readout, so the saved model rebuilds the same network."""
+    summary = finetune(_cfg(mpt, tmp_path / "ftb", members=1, readout="band"), progress=False)
+    assert summary["stopped"] == "done"
+    model = load_model(summary["model"])
+    assert model.model_config.readout == "band"
+    pre = load_checkpoint(mpt["ckpt"])["model"]
+    st = torch.load(member_path(tmp_path / "ftb", 0), weights_only=False)
+    assert st["config"]["readout"] == "band"
+    mean, std = model.predict([b.band for b in load_bands("test")[:2]])
+    assert np.isfinite(mean).all() and (std > 0).all()
+    assert "fc.weight" in pre and model.member_states[0]["fc.weight"].shape[1] == 3 * TINY.hidden_features

@@ -20,15 +20,19 @@ from pymatgen.core import Structure
 
 from screener.model.base import BarrierModel, checkpoint_model_id, read_checkpoint, write_checkpoint
 from screener.model.descriptor_model import NOISE_FLOOR_EV, calibrated_std
+from screener.model.device import resolve_device
 from screener.model.graphs import GraphCache, GraphSettings, band_graph, batch_graphs
 from screener.model.pretrain import ModelConfig, build_model, load_checkpoint
 
 
-def network_from_pretrained(ckpt_path: Path | str, output_features: int = 1) -> torch.nn.Module:
-    """A network with the MPT checkpoint's weights everywhere except a fresh output layer."""
+def network_from_pretrained(ckpt_path: Path | str, output_features: int = 1,
+                            readout: str = "mean") -> torch.nn.Module:
+    """A network with the MPT checkpoint's weights everywhere except a fresh output layer
+    (readout "band": the output layer reads the hop's sites too, see screener.model.readout)."""
     state = load_checkpoint(Path(ckpt_path))
     try:
-        cfg = ModelConfig(**{**state["config"]["model"], "output_features": output_features})
+        cfg = ModelConfig(**{**state["config"]["model"], "output_features": output_features,
+                             "readout": readout})
         weights = {k: v for k, v in state["model"].items() if not k.startswith("fc.")}
     except (KeyError, TypeError) as exc:
         raise ValueError(f"pretrain checkpoint {ckpt_path}: no model config/weights ({exc})") from exc
@@ -46,7 +50,7 @@ class AlignnModel(BarrierModel):
     def __init__(self, members: Sequence[dict[str, torch.Tensor]], model_config: ModelConfig,
                  graph_settings: GraphSettings = GraphSettings(), std_scale: float = 1.0,
                  std_floor: float = NOISE_FLOOR_EV, name: str = "alignn", batch_size: int = 32,
-                 info: dict[str, Any] | None = None):
+                 info: dict[str, Any] | None = None, device: str = "auto"):
         if not members:
             raise ValueError(f"model {name}: an ensemble needs at least one member")
         self.name = name
@@ -56,12 +60,13 @@ class AlignnModel(BarrierModel):
         self.batch_size = batch_size
         self.info = dict(info or {})
         self.member_states = [dict(m) for m in members]
+        self.device = resolve_device(device)
         self.networks = []
         for st in self.member_states:
             net = build_model(model_config)
             net.load_state_dict(st)
             net.eval()
-            self.networks.append(net)
+            self.networks.append(net.to(self.device))
         self.model_id = f"{name}@unsaved"
         self.cache: GraphCache | None = None
 
@@ -72,9 +77,9 @@ class AlignnModel(BarrierModel):
         out = np.zeros((len(self.networks), len(graphs)))
         with torch.no_grad():
             for i in range(0, len(graphs), self.batch_size):
-                inp = batch_graphs(graphs[i:i + self.batch_size]).model_input()
+                inp = batch_graphs(graphs[i:i + self.batch_size]).model_input(self.device)
                 for m, net in enumerate(self.networks):
-                    out[m, i:i + self.batch_size] = net(inp)["out"].reshape(-1).numpy()
+                    out[m, i:i + self.batch_size] = net(inp)["out"].reshape(-1).cpu().numpy()
         return out
 
     def predict(self, bands: Sequence[Structure]) -> tuple[np.ndarray, np.ndarray]:

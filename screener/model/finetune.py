@@ -14,7 +14,6 @@ time budget (the epoch in progress is redone on resume).
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -36,6 +35,7 @@ from screener.model.descriptor_model import (
     load_folds,
     load_split,
 )
+from screener.model.device import resolve_device
 from screener.model.graphs import (
     CrystalGraph,
     GraphCache,
@@ -86,6 +86,8 @@ class FinetuneConfig:
     lr: float = 5e-4
     weight_decay: float = 1e-5
     log_target: bool = True
+    readout: str = "mean"
+    """"mean" (alignn's, as the paper) or "band" (+ the five hop sites; screener.model.readout)."""
     members: int | None = None
     """Train members for the first N folds only (default: every fold)."""
     limit: int | None = None
@@ -94,6 +96,8 @@ class FinetuneConfig:
     threads: int = 1
     tune_malloc: bool = True
     graph_cache: str | None = None
+    device: str = "auto"
+    """auto (CUDA when torch sees a GPU, else CPU), cpu, cuda or cuda:N."""
     seed: int = 0
     name: str = "alignn"
 
@@ -120,18 +124,20 @@ def predict_graphs(net: torch.nn.Module, graphs: Sequence[CrystalGraph], log_tar
     """E_m (eV) of one network on pre-built band graphs."""
     was_training = net.training
     net.eval()
-    out = [net(batch_graphs(graphs[i:i + batch_size]).model_input())["out"].reshape(-1).numpy()
-           for i in range(0, len(graphs), batch_size)]
+    device = next(net.parameters()).device
+    with torch.no_grad():
+        out = [net(batch_graphs(graphs[i:i + batch_size]).model_input(device))["out"].reshape(-1).cpu().numpy()
+               for i in range(0, len(graphs), batch_size)]
     net.train(was_training)
     return _inv(np.concatenate(out) if out else np.zeros(0), log_target)
 
 
-def pretrained_setup(ckpt: Path) -> tuple[ModelConfig, GraphSettings]:
+def pretrained_setup(ckpt: Path, readout: str = "mean") -> tuple[ModelConfig, GraphSettings]:
     """The network size and graph settings the MPT checkpoint was trained with (fine-tuning must
     build graphs the same way, or the pre-trained weights see different inputs)."""
     state = load_checkpoint(ckpt)
     try:
-        model_cfg = ModelConfig(**{**state["config"]["model"], "output_features": 1})
+        model_cfg = ModelConfig(**{**state["config"]["model"], "output_features": 1, "readout": readout})
         settings = GraphSettings(**state["graph_settings"])
     except (KeyError, TypeError) as exc:
         raise ValueError(f"pretrain checkpoint {ckpt}: no model config / graph settings ({exc})") from exc
@@ -157,7 +163,8 @@ def _train_member(k: int, cfg: FinetuneConfig, ckpt: Path, graphs: list[CrystalG
     val_graphs = [graphs[i] for i in val_idx]
     torch.manual_seed(cfg.seed + 1000 * k)  # fresh output layer and shuffling differ per member
     np.random.seed(cfg.seed + 1000 * k)
-    net = network_from_pretrained(ckpt, output_features=1)
+    device = resolve_device(cfg.device)
+    net = network_from_pretrained(ckpt, output_features=1, readout=cfg.readout).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     st: dict[str, Any] = {"fold": k, "epoch": 0, "best_val": math.inf, "best_epoch": 0,
                           "best_model": None, "history": [], "done": False}
@@ -190,8 +197,8 @@ def _train_member(k: int, cfg: FinetuneConfig, ckpt: Path, graphs: list[CrystalG
                          st["epoch"] + 1)
                 return None
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            pred = net(batch_graphs([graphs[i] for i in idx]).model_input())["out"].reshape(-1)
-            loss = torch.nn.functional.l1_loss(pred, z[idx])
+            pred = net(batch_graphs([graphs[i] for i in idx]).model_input(device))["out"].reshape(-1)
+            loss = torch.nn.functional.l1_loss(pred, z[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -207,7 +214,7 @@ def _train_member(k: int, cfg: FinetuneConfig, ckpt: Path, graphs: list[CrystalG
                  st["history"][-1]["train_l1"], val_mae, time.monotonic() - t0)
         if val_mae < st["best_val"] or st["best_model"] is None:
             st["best_val"], st["best_epoch"] = val_mae, st["epoch"]
-            st["best_model"] = copy.deepcopy(net.state_dict())
+            st["best_model"] = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
             st["val_pred"] = val_pred.tolist()
         st["done"] = _finished(st, cfg)
         st.update(model=net.state_dict(), optimizer=opt.state_dict(), rng=_rng_state(),
@@ -234,7 +241,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -
     log_to_file(log, out_dir / "finetune.log")
     torch.set_num_threads(cfg.threads)
     malloc_tuned = tune_allocator() if cfg.tune_malloc else False
-    model_cfg, settings = pretrained_setup(ckpt)
+    model_cfg, settings = pretrained_setup(ckpt, cfg.readout)
     log.info("start resume=%s malloc_tuned=%s config=%s", resume, malloc_tuned, json.dumps(asdict(cfg)))
 
     bands, y, meta = load_split("train")

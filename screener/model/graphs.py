@@ -235,8 +235,11 @@ class GraphBatch:
     band_mask: torch.Tensor
     """(N,) bool: node is one of a band's five hop sites."""
 
-    def model_input(self) -> tuple:
-        return (self.g, self.lg, None)
+    def model_input(self, device: "torch.device | None" = None) -> tuple:
+        """(g, lg, None) as alignn's model takes it, moved to ``device`` when given (not the CPU)."""
+        if device is None or device.type == "cpu":
+            return (self.g, self.lg, None)
+        return (self.g.to(device), self.lg.to(device), None)
 
 
 def batch_graphs(graphs: Sequence[CrystalGraph]) -> GraphBatch:
@@ -260,7 +263,8 @@ def batch_graphs(graphs: Sequence[CrystalGraph]) -> GraphBatch:
         band[o:o + g.n_band_sites] = True
     feats = atom_feature_table()[torch.from_numpy(z)]
     g = TorchGraph(num_nodes=int(n_nodes.sum()), src=torch.from_numpy(src), dst=torch.from_numpy(dst),
-                   ndata={"atom_features": feats}, edata={"r": torch.from_numpy(r)},
+                   ndata={"atom_features": feats, "band_site": torch.from_numpy(band)},
+                   edata={"r": torch.from_numpy(r)},
                    batch_num_nodes=torch.from_numpy(n_nodes), batch_num_edges=torch.from_numpy(n_edges))
     lg = TorchGraph(num_nodes=int(n_edges.sum()), src=torch.from_numpy(lg_src),
                     dst=torch.from_numpy(lg_dst))

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from screener.config import screener_home
+from screener.model.device import resolve_device
 from screener.model.graphs import CrystalGraph, GraphCache, GraphSettings, N_ATOM_FEATURES, batch_graphs
 
 #: The seven MPT properties, in head order (scaled to [-1, 1] in the shipped file).
@@ -50,6 +51,8 @@ class ModelConfig:
     hidden_features: int = 64
     embedding_features: int = 64
     output_features: int = len(PROPERTIES)
+    readout: str = "mean"
+    """"mean" (alignn's: mean over all atoms) or "band" (screener.model.readout: + the hop's sites)."""
 
 
 @dataclass
@@ -78,6 +81,8 @@ class PretrainConfig:
     graph_cache: str | None = None
     """Folder of the graph cache (default: $SCREENER_HOME/graphs)."""
     log_every: int = 50
+    device: str = "auto"
+    """auto (CUDA when torch sees a GPU, else CPU), cpu, cuda or cuda:N."""
 
 
 def default_out_dir() -> Path:
@@ -112,6 +117,12 @@ def build_model(cfg: ModelConfig) -> torch.nn.Module:
         hidden_features=cfg.hidden_features, output_features=cfg.output_features,
         gradwise_weight=0.0, calculate_gradient=False, energy_mult_natoms=False, use_penalty=False,
         use_zbl=False, lg_on_fly=True)
+    if cfg.readout == "band":
+        from screener.model.readout import BandReadoutALIGNN
+
+        return BandReadoutALIGNN(conf)
+    if cfg.readout != "mean":
+        raise ValueError(f"model config: unknown readout {cfg.readout!r}; use mean or band")
     return ALIGNNAtomWisePure(conf)
 
 
@@ -202,10 +213,11 @@ def evaluate(model: torch.nn.Module, graphs: Sequence[CrystalGraph], y: np.ndarr
              batch_size: int = 64) -> dict[str, float]:
     """Masked L1 overall and per property on the given structures."""
     model.eval()
+    device = next(model.parameters()).device
     preds = []
     for i in range(0, len(graphs), batch_size):
-        preds.append(model(batch_graphs(graphs[i:i + batch_size]).model_input())["out"].reshape(
-            -1, len(PROPERTIES)))
+        preds.append(model(batch_graphs(graphs[i:i + batch_size]).model_input(device))["out"].reshape(
+            -1, len(PROPERTIES)).cpu())
     pred = torch.cat(preds).numpy() if preds else np.zeros((0, len(PROPERTIES)))
     mask = ~np.isnan(y)
     out = {"mae": float(np.abs(pred - np.nan_to_num(y))[mask].mean()) if mask.any() else float("nan")}
@@ -261,7 +273,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
              time.monotonic() - t0)
     train_idx, val_idx = split_indices(len(graphs), cfg.val_fraction, cfg.seed)
 
-    model = build_model(cfg.model)
+    device = resolve_device(cfg.device)
+    model = build_model(cfg.model).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     epoch, step, pos, perm, best, history = 0, 0, 0, None, math.inf, []
     if state is not None:
@@ -272,8 +285,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         best, history = state.get("best", math.inf), state.get("history", [])
         _set_rng_state(state["rng"])
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("model params=%d train=%d val=%d epoch=%d step=%d", n_params, len(train_idx),
-             len(val_idx), epoch, step)
+    log.info("model params=%d train=%d val=%d epoch=%d step=%d device=%s", n_params, len(train_idx),
+             len(val_idx), epoch, step, device)
 
     def snapshot() -> dict[str, Any]:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
@@ -298,8 +311,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         while pos < len(perm):
             idx = perm[pos:pos + cfg.batch_size]
             batch = batch_graphs([graphs[i] for i in idx])
-            target = yt[idx]
-            pred = model(batch.model_input())["out"].reshape(len(idx), -1)
+            target = yt[idx].to(device)
+            pred = model(batch.model_input(device))["out"].reshape(len(idx), -1)
             loss = masked_l1(pred, target, ~torch.isnan(target))
             opt.zero_grad(set_to_none=True)
             loss.backward()

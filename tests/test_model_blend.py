@@ -1,0 +1,96 @@
+"""Blends: the weight is found on out-of-fold predictions, the CV is nested, components are pinned."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from screener.model.base import load_model
+from screener.model.blend import BlendModel, best_weight, mixture, nested_oof
+from screener.model.descriptor_model import DescriptorModel
+from screener.sources.dataset import load_bands
+
+
+@pytest.fixture(scope="module")
+def bands_y():
+    entries = load_bands("train")[:60]
+    return [e.band for e in entries], np.array([e.target for e in entries])
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory, bands_y):
+    """Two small, different descriptor models saved as checkpoints."""
+    bands, y = bands_y
+    d = tmp_path_factory.mktemp("blend")
+    folds = np.arange(40) % 4
+    a = DescriptorModel(kind="et", n_estimators=20, name="tiny-et").fit(bands[:40], y[:40], folds=folds)
+    b = DescriptorModel(kind="rf", n_estimators=20, name="tiny-rf").fit(bands[:40], y[:40], folds=folds)
+    return str(a.save(d / "a.joblib")), str(b.save(d / "b.joblib"))
+
+
+def test_best_weight_recovers_the_better_mix():
+    rng = np.random.default_rng(0)
+    y = rng.uniform(0, 1.5, 400)
+    good, bad = y + rng.normal(0, 0.05, 400), y + rng.normal(0, 0.4, 400)
+    assert best_weight(y, good, bad) >= 0.85
+    assert best_weight(y, bad, good) <= 0.15
+    # two equally noisy, independent models: the mix beats both
+    a, b = y + rng.normal(0, 0.2, 400), y + rng.normal(0, 0.2, 400)
+    w = best_weight(y, a, b)
+    assert 0.25 <= w <= 0.75
+    mix = np.mean(np.abs(w * a + (1 - w) * b - y))
+    assert mix < min(np.mean(np.abs(a - y)), np.mean(np.abs(b - y)))
+
+
+def test_nested_weights_come_from_other_folds():
+    y = np.arange(10.0)
+    a, b = y.copy(), y + 1.0  # a is exact everywhere except fold 0, where b is exact
+    a[:5] += 1.0
+    b[:5] -= 1.0
+    folds = np.array([0] * 5 + [1] * 5)
+    out, ws = nested_oof(y, a, b, folds)
+    # fold 0's weight is chosen on fold 1 (where a is exact) -> w=1 -> a's error on fold 0
+    assert ws == [1.0, 0.0]
+    np.testing.assert_allclose(out[:5], a[:5])
+
+
+def test_mixture_std_includes_disagreement():
+    means = np.array([[1.0], [0.0]])
+    stds = np.array([[0.0], [0.0]])
+    mu, sd = mixture(means, stds, np.array([0.5, 0.5]))
+    assert mu[0] == pytest.approx(0.5) and sd[0] == pytest.approx(0.5)
+
+
+def test_blend_predicts_saves_loads_and_pins_components(two_models, bands_y, tmp_path):
+    bands, y = bands_y
+    pa, pb = two_models
+    ma, mb = load_model(pa), load_model(pb)
+    held = bands[40:60]
+    rng = np.random.default_rng(1)
+    n = 200
+    yy = rng.uniform(0, 1.5, n)
+    oof = np.array([yy + rng.normal(0, 0.1, n), yy + rng.normal(0, 0.3, n)])
+    sds = np.full((2, n), 0.1)
+    blend = BlendModel.fit_on_oof([pa, pb], yy, oof, sds, np.arange(n) % 5, name="tiny-blend")
+    assert blend.weights[0] > blend.weights[1]
+    assert len(blend.info["oof"]["fold_weights"]) == 5 and blend.std_scale > 0
+    mu, sd = blend.predict(held)
+    (ma_mu, ma_sd), (mb_mu, _) = ma.predict(held), mb.predict(held)
+    np.testing.assert_allclose(mu, blend.weights[0] * ma_mu + blend.weights[1] * mb_mu)
+    assert (sd > 0).all()
+    path = blend.save(tmp_path / "blend.joblib")
+    again = load_model(str(path))
+    assert isinstance(again, BlendModel) and again.model_id == blend.model_id
+    np.testing.assert_allclose(again.predict(held)[0], mu)
+    # a component retrained in place -> the blend refuses to load, naming the file
+    DescriptorModel(kind="et", n_estimators=5, name="tiny-et").fit(bands[:30], y[:30]).save(pa)
+    with pytest.raises(ValueError, match="component changed") as exc:
+        load_model(str(path))
+    assert str(path) in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_bad_weights_are_refused(two_models):
+    with pytest.raises(ValueError, match="sum to 1"):
+        BlendModel(list(two_models), [0.7, 0.7])
+    with pytest.raises(ValueError, match=">= 2 components"):
+        BlendModel([two_models[0]], [1.0])
