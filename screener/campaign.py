@@ -417,7 +417,8 @@ def candidates(
     per_host: bool = False,
 ) -> list[dict[str, Any]]:
     """Every predicted hop of the campaign as a row, lowest barrier first (with ``per_host``, only
-    the best hop of each host and ion)."""
+    the best hop of each host and ion); ``followups`` lists its DFT/MLIP-NEB follow-ups (tier,
+    state, barrier_ev, fw_id, workflow), so a row shows the prediction next to any check of it."""
     from screener.ranking import rank_key
 
     doc = get_campaign(store, name)
@@ -469,4 +470,10 @@ def candidates(
                 seen.add((r["host_id"], r["working_ion"]))
                 best.append(r)
         rows = best
-    return rows[:limit] if limit else rows
+    rows = rows[:limit] if limit else rows
+    from screener.followups.queue import followups_by_hop  # late: followups imports campaign
+
+    followups = followups_by_hop(store, [r["hop_key"] for r in rows])
+    for r in rows:
+        r["followups"] = followups.get(r["hop_key"], [])
+    return rows

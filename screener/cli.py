@@ -38,6 +38,16 @@ def _register_model_app() -> None:
 
 _register_model_app()
 
+
+def _register_followup_cmd() -> None:
+    """`screener followup NAME ...` (DFT-NEB / CHGNet-NEB follow-ups); see screener.cli_followup."""
+    from screener.cli_followup import followup_cmd
+
+    app.command("followup")(followup_cmd)
+
+
+_register_followup_cmd()
+
 out = Console()
 if not out.is_terminal:  # piped or captured: don't squeeze tables into 80 columns
     out = Console(width=120)
@@ -111,18 +121,60 @@ def hosts_add(
     dataset: Annotated[
         bool, typer.Option("--dataset", help="Add the distinct hosts of the shipped 619-barrier dataset.")
     ] = False,
+    mp: Annotated[
+        bool, typer.Option("--mp", help="Add hosts from the Materials Project (API key in MP_API_KEY).")
+    ] = False,
+    chemsys: Annotated[
+        Optional[str], typer.Option("--chemsys", help="--mp: chemical system(s), e.g. Li-Fe-P-O (comma: several).")
+    ] = None,
+    elements: Annotated[
+        Optional[str], typer.Option("--elements", help="--mp: materials with all these elements, e.g. Li,Fe,O.")
+    ] = None,
+    formula: Annotated[
+        Optional[str], typer.Option("--formula", help="--mp: formula(s), e.g. LiFePO4 (comma: several).")
+    ] = None,
+    material_ids: Annotated[
+        Optional[str], typer.Option("--material-ids", help="--mp: material ids, e.g. mp-19017,mp-22584.")
+    ] = None,
+    e_above_hull: Annotated[
+        float, typer.Option("--e-above-hull", help="--mp: highest energy above the hull (eV/atom).")
+    ] = 0.05,
+    mp_endpoint: Annotated[
+        Optional[str],
+        typer.Option("--mp-endpoint", help="--mp: API URL (default: $MP_API_ENDPOINT, else the client's)."),
+    ] = None,
     db: DbOpt = None,
     launchpad: LpOpt = None,
 ) -> None:
-    """Import host structures; re-adding a stored host is a no-op."""
+    """Import host structures (files, the dataset, Materials Project); re-adding a stored host is a
+    no-op."""
     from screener.config import KNOWN_IONS
 
     if working_ion and working_ion not in KNOWN_IONS:
         _fail(f"--working-ion: unknown ion {working_ion!r}; known: {', '.join(KNOWN_IONS)}", 2)
-    if not paths and not dataset:
-        _fail("give one or more PATHs or --dataset", 2)
+    mp_query = {"chemsys": chemsys, "elements": elements, "formula": formula, "material_ids": material_ids}
+    if not mp and (any(mp_query.values()) or mp_endpoint):
+        _fail("--chemsys, --elements, --formula, --material-ids and --mp-endpoint need --mp", 2)
+    if mp and not any(mp_query.values()):
+        _fail("--mp needs --chemsys, --elements, --formula or --material-ids", 2)
+    if not paths and not dataset and not mp:
+        _fail("give one or more PATHs, --dataset or --mp", 2)
     store = _store(db, launchpad)
     hosts, errors = [], []
+    if mp:
+        from screener.sources.mp import MPError, fetch_mp
+
+        try:
+            got = fetch_mp(**mp_query, working_ion=working_ion, e_above_hull_max=e_above_hull,
+                           endpoint=mp_endpoint)
+        except MPError as exc:
+            store.close()
+            _fail(str(exc))
+        dropped = f", {len(got.dropped)} without {working_ion} dropped" if working_ion else ""
+        err.print(f"Materials Project ({got.endpoint}, database {got.database_version or '?'}): "
+                  f"{got.n_found} materials{dropped}", highlight=False, soft_wrap=True)
+        hosts += got.hosts
+        errors += got.errors
     with err.status("reading structures..."):
         if paths:
             from screener.sources.files import read_hosts
