@@ -310,7 +310,7 @@ def blend_cmd(
     training split; the stored CV score is nested (each fold's weight from the other folds)."""
     from screener.model.blend import BlendModel
     from screener.model.descriptor_model import load_folds
-    from screener.model.metrics import score
+    from screener.model.metrics import bootstrap_accuracy_ci, score
 
     if len(components) != 2:
         _fail(f"--component: give exactly two models, got {len(components)}", 2)
@@ -331,7 +331,18 @@ def blend_cmd(
                                   info=info)
     model.save(out)
     oof = model.info["oof"]
-    summary = {"model": str(out), "model_id": model.model_id, "weights": model.weights.tolist(),
-               "fold_weights": oof["fold_weights"], "grouped_cv": score(oof["y"], oof["mean"], oof["std"]),
-               "components_cv": info["components"]}
+    # the test split is scored once, after the weight is fixed (it chose nothing)
+    y_t, mu_t, sd_t = evaluation(model, "test")
+    test = score(y_t, mu_t, sd_t)
+    test["accuracy_ci95"] = list(bootstrap_accuracy_ci(y_t, mu_t))
+    summary = {"model": str(out), "model_id": model.model_id, "class": "screener.model.blend:BlendModel",
+               "components": list(components), "component_ids": model.component_ids,
+               "weights": model.weights.tolist(), "fold_weights": oof["fold_weights"],
+               "std_scale": model.std_scale, "test": test,
+               "grouped_cv": score(oof["y"], oof["mean"], oof["std"]),
+               "components_cv": info["components"],
+               "selection": "weight chosen on host-grouped out-of-fold predictions of bands-train.json; "
+                            "grouped_cv is nested (each fold's weight from the other four folds); "
+                            "bands-test.json scored once"}
+    Path(out).with_suffix(".metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
     typer.echo(json.dumps(summary) if as_json else json.dumps(summary, indent=1))

@@ -94,3 +94,33 @@ def test_bad_weights_are_refused(two_models):
         BlendModel(list(two_models), [0.7, 0.7])
     with pytest.raises(ValueError, match=">= 2 components"):
         BlendModel([two_models[0]], [1.0])
+
+
+def test_blend_command_fits_on_grouped_oof_and_scores_test_once(tmp_path):
+    """`screener model blend` on two descriptor models: both are refitted per host-grouped fold of
+    the training split, the weight comes from those out-of-fold predictions, and the metrics file
+    has both protocols."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from screener.cli_model import model_app
+    from screener.model.descriptor_model import load_split
+
+    bands, y, _ = load_split("train")
+    rf = DescriptorModel(kind="rf", n_estimators=10, name="small-rf").fit(bands[:80], y[:80])
+    rf_path = rf.save(tmp_path / "rf.joblib")
+    out = tmp_path / "mix.joblib"
+    res = CliRunner().invoke(model_app, ["blend", "--component", "descriptor-et", "--component",
+                                         str(rf_path), "--out", str(out), "--name", "mix", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["grouped_cv"]["n"] == 559 and doc["test"]["n"] == 60
+    assert sum(doc["weights"]) == 1.0 and len(doc["fold_weights"]) == 5
+    metrics = json.loads(out.with_suffix(".metrics.json").read_text())
+    assert metrics["model_id"] == load_model(str(out)).model_id
+    # the blend is never worse under the (nested) CV than the worse of its parts
+    worst = max(c["mae"] for c in doc["components_cv"].values())
+    assert doc["grouped_cv"]["mae"] <= worst
+    res = CliRunner().invoke(model_app, ["blend", "--component", "descriptor-et", "--out", str(out)])
+    assert res.exit_code == 2 and "exactly two" in res.stderr
