@@ -250,8 +250,8 @@ def campaign_launch(
     ] = 0.65,
     chunk: Annotated[int, typer.Option("--chunk", help="Hosts per workflow.")] = 50,
     max_hop_length: Annotated[
-        float, typer.Option("--max-hop-length", help="Longest hop (Angstrom).")
-    ] = 5.0,
+        str, typer.Option("--max-hop-length", help="Longest hop (Angstrom), or auto: per host, where its hop network percolates.")
+    ] = "5.0",
     model: Annotated[str, typer.Option("--model", help="Shipped model name or checkpoint path.")] = "default",
     gpu: Annotated[bool, typer.Option("--gpu", help="Route inference to GPU workers.")] = False,
     db: DbOpt = None,
@@ -262,9 +262,15 @@ def campaign_launch(
     from screener.config import ScreenerConfig
 
     try:
+        length: float | str = max_hop_length
+        if max_hop_length.strip().lower() != "auto":
+            try:
+                length = float(max_hop_length)
+            except ValueError:
+                raise ValueError(f"--max-hop-length: expected a length in Angstrom or auto, got {max_hop_length!r}") from None
         config = ScreenerConfig(
             working_ion=working_ion, threshold_ev=threshold, chunk_size=chunk,
-            max_hop_length=max_hop_length, model=model, gpu=gpu,
+            max_hop_length=length, model=model, gpu=gpu,
         )
     except ValueError as exc:
         _fail(str(exc), 2)

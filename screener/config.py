@@ -35,8 +35,9 @@ class ScreenerConfig:
     """Hops with a predicted E_m at or below this are flagged (eV)."""
     chunk_size: int = 50
     """Hosts per workflow; FireWorks slows down past a few thousand Fireworks per workflow."""
-    max_hop_length: float = 5.0
-    """Longest hop enumerated (Angstrom)."""
+    max_hop_length: float | str = 5.0
+    """Longest hop enumerated (Angstrom), or "auto": per host, the shortest length at which the ion's
+    hop network percolates (3D if it can within 6.5 A) plus 0.25 A (screener.hops.percolation_length)."""
     symprec: float = 0.1
     """Symmetry tolerance used to find distinct hops; recorded with each hop."""
     hop_timeout_s: float = 60.0
@@ -57,7 +58,11 @@ class ScreenerConfig:
             raise ValueError(
                 f"unknown working ion {self.working_ion!r}; known: {', '.join(KNOWN_IONS)} or auto"
             )
-        for name in ("threshold_ev", "max_hop_length", "hop_timeout_s"):
+        if isinstance(self.max_hop_length, str):
+            if self.max_hop_length.strip().lower() != "auto":
+                raise ValueError(f"max_hop_length must be a length in Angstrom or auto, got {self.max_hop_length!r}")
+            self.max_hop_length = "auto"
+        for name in ("threshold_ev", "hop_timeout_s") + (() if self.max_hop_length == "auto" else ("max_hop_length",)):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         for name in ("chunk_size", "batch_size", "max_band_sites"):

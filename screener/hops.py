@@ -2,11 +2,14 @@
 
 DistinctPathFinder (pymatgen-analysis-diffusion) finds the hops; this module adds what a
 high-throughput store needs on top of it: a time box that really interrupts a slow host, a
-stable hop key (same physical hop -> same key, whatever the site order, hop direction or the
-symmetric copy returned), de-duplication at the requested symprec (DistinctPathFinder can keep
-A->B and B->A as two paths, and its MigrationHop compares at a 0.001 default symprec, so relaxed
-cells give several copies of one hop), and the periodic network of equivalent hops. Both rest on
-one idea: a hop is its orbit of (site i, site j, image) edges under the host's symmetry operations.
+stable hop key (same physical hop -> same key, whatever the site order, cell choice, hop
+direction, symmetric copy returned or symprec asked for), de-duplication (DistinctPathFinder can
+keep A->B and B->A as two paths, and its MigrationHop compares at a 0.001 default symprec, so
+relaxed cells give several copies of one hop), a per-host max_length at which the ion's network
+percolates, and the periodic network of equivalent hops. All rest on one idea: a hop is its orbit
+of (site i, site j, image) edges under the host's symmetry operations, decided at one fixed
+tolerance (HOP_SYMPREC) and fingerprinted in the host averaged over those operations, so neither
+the caller's symprec, the cell nor noise below the tolerance in the coordinates moves a key.
 """
 
 from __future__ import annotations
@@ -25,10 +28,21 @@ from pymatgen.core import Element, Structure
 from pymatgen.optimization.neighbors import find_points_in_spheres
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer, SymmetryUndeterminedError
 
+from screener.ranking import PeriodicUnionFind
+
 #: Radius of the environments fingerprinted in a hop key (Angstrom).
 KEY_RADIUS = 4.0
 #: Bin width for distances and the hop length in a hop key (Angstrom).
 KEY_BIN = 0.02
+#: Tolerance (Angstrom) at which hops are told apart and keyed, whatever symprec the caller asks
+#: for: pymatgen's and DistinctPathFinder's default. Tightened (0.01, 0.001) only where spglib
+#: gives up at it, which depends on the crystal alone.
+HOP_SYMPREC = 0.1
+#: max_length="auto": longest hop (Angstrom) considered when looking for the percolation length.
+AUTO_CAP = 6.5
+#: max_length="auto": kept beyond the percolation length (Angstrom), so hops of nearly the same
+#: length as the one that closes the network (the same hop in a relaxed cell, or a rival) stay.
+AUTO_MARGIN = 0.25
 
 
 class HopError(ValueError):
@@ -187,32 +201,172 @@ def _orbit(
     return frozenset(edges)
 
 
+@dataclass
+class _Identity:
+    """What decides a hop's identity in one host, whatever its cell: the full space group at
+    HOP_SYMPREC (or the tolerance spglib managed) and the primitive cell averaged over it.
+
+    spglib gives only the operations that map the input lattice onto itself, so a supercell whose
+    lattice lacks some of the crystal's rotations (a sqrt2 x sqrt2 x 1 spinel) would split hops;
+    the primitive cell carries every rotation. The average (positions over each site's images,
+    the metric over the rotations) is a projection: the same for any site order, any supercell
+    and a cell whose translation-equivalent sites differ by noise, so keys don't see noise below
+    the tolerance that would flip a 0.02 A distance bin.
+    """
+
+    rots: np.ndarray
+    """Rotations of the full space group in the input cell's fractional basis (column vectors;
+    not integer when the input lattice lacks the rotation)."""
+    trans: np.ndarray
+    symprec: float
+    to_prim: np.ndarray
+    """Input fractional coordinates (rows) -> primitive ones: f @ to_prim."""
+    prim_of: np.ndarray
+    """Primitive site of each input site."""
+    prim_frac: np.ndarray
+    """Primitive sites before averaging (to find the image an input site is in)."""
+    ideal: Structure
+    """The primitive cell averaged over the space group."""
+    canonical: Structure
+    """The input with its sites in a canonical order (what spglib and DistinctPathFinder see)."""
+
+
+def _idealised(structure: Structure, rots: np.ndarray, trans: np.ndarray, tol: float) -> Structure:
+    """structure averaged over the operations (x_j = mean of R x_i + t over the images landing
+    on site j; metric = mean of R^T G R), same site order; a site no image lands on keeps its place."""
+    frac = structure.frac_coords
+    lat = structure.lattice.matrix
+    symbols = np.array([getattr(sp, "symbol", str(sp)) for sp in structure.species])
+    acc = np.zeros_like(frac)
+    count = np.zeros(len(frac))
+    for el in np.unique(symbols):
+        idx = np.nonzero(symbols == el)[0]
+        x = frac[idx]
+        for r, t in zip(rots, trans):
+            y = x @ r.T + t
+            k, img, ok = _snap(y, x, lat, tol)
+            np.add.at(acc, idx[k[ok]], y[ok] - img[ok])
+            np.add.at(count, idx[k[ok]], 1)
+    hit = count > 0
+    ideal = frac.copy()
+    ideal[hit] = acc[hit] / count[hit, None]
+    metric = lat @ lat.T
+    metric = np.mean([r.T @ metric @ r for r in rots], axis=0)
+    return Structure(np.linalg.cholesky(metric), structure.species, ideal)
+
+
+def _lattice_cosets(vectors: np.ndarray, n: int) -> np.ndarray:
+    """The n translations (fractional, in [0, 1)) generated by vectors modulo the unit lattice."""
+    found = {(0.0, 0.0, 0.0)}
+    frontier = [np.zeros(3)]
+    while frontier and len(found) < n:
+        new = []
+        for t in frontier:
+            for v in vectors:
+                u = (t + v) % 1.0
+                u[np.isclose(u, 1.0, atol=1e-8)] = 0.0
+                key = tuple(np.round(u, 8))
+                if key not in found:
+                    found.add(key)
+                    new.append(u)
+        frontier = new
+    return np.array(sorted(found))
+
+
+def _canonical(structure: Structure) -> tuple[Structure, np.ndarray]:
+    """The structure with its sites sorted by element and fractional coordinates, and the order
+    (canonical[k] is structure[order[k]]). spglib's answer for a structure whose distortion is
+    close to symprec can depend on the site order (one dataset spinel is R-3m or R3m at 0.1 by
+    order); sorted, every permutation of a host is the same input."""
+    z = np.array([getattr(sp, "Z", 0) for sp in structure.species])
+    frac = structure.frac_coords
+    order = np.lexsort((frac[:, 2], frac[:, 1], frac[:, 0], z))
+    return Structure(structure.lattice, [structure.species[k] for k in order], frac[order]), order
+
+
+def _identity(structure: Structure) -> _Identity:
+    """Full space group and averaged primitive cell at HOP_SYMPREC (tightened where spglib gives up)."""
+    canon, order = _canonical(structure)
+    symprec = HOP_SYMPREC
+    ds = None
+    while ds is None:
+        try:
+            ds = SpacegroupAnalyzer(canon, symprec=symprec).get_symmetry_dataset()
+        except SymmetryUndeterminedError:
+            if symprec <= 1e-3:
+                break
+            symprec = max(symprec / 10, 1e-3)
+    frac = canon.frac_coords
+    if ds is None:  # no symmetry found at all: the cell is its own primitive, identity only
+        return _Identity(
+            np.eye(3)[None], np.zeros((1, 3)), symprec, np.eye(3), np.arange(len(frac)), structure.frac_coords,
+            structure, canon,
+        )
+    prim_of = np.unique(np.asarray(ds.mapping_to_primitive), return_inverse=True)[1]
+    n_prim = int(prim_of.max()) + 1
+    n = len(frac) // n_prim
+    # primitive lattice = T @ input lattice, T rational with denominator n: rounding makes the
+    # primitive cell of an exact supercell exactly the primitive cell
+    t_mat = np.rint(np.asarray(ds.primitive_lattice) @ np.linalg.inv(structure.lattice.matrix) * n) / n
+    to_prim = np.linalg.inv(t_mat)
+    fp = frac @ to_prim
+    first = np.unique(prim_of, return_index=True)[1]
+    delta = fp - fp[first[prim_of]]
+    delta -= np.rint(delta)
+    mean = np.zeros((n_prim, 3))
+    np.add.at(mean, prim_of, delta)
+    prim_frac = fp[first] + mean / np.bincount(prim_of, minlength=n_prim)[:, None]
+    prim = Structure(t_mat @ structure.lattice.matrix, [canon.species[k] for k in first], prim_frac)
+    rots_p, trans_p, _ = symmetry_ops(prim, symprec)
+    ideal = _idealised(prim, rots_p, trans_p, _snap_tol(symprec))
+    # the same operations in the input basis (f_in -> f_in @ to_prim -> op -> @ t_mat), times
+    # the primitive translations that aren't input lattice vectors
+    rots = np.array([(to_prim @ r.T @ t_mat).T for r in rots_p])
+    cosets = _lattice_cosets(t_mat, n)
+    trans = (trans_p @ t_mat)[:, None, :] + cosets[None, :, :]
+    rots = np.repeat(rots, len(cosets), axis=0)
+    prim_of_input = np.empty_like(prim_of)
+    prim_of_input[order] = prim_of
+    return _Identity(rots, trans.reshape(-1, 3), symprec, to_prim, prim_of_input, prim_frac, ideal, canon)
+
+
 def _orbit_keys(
-    structure: Structure, host_id: str, working_ion: str, orbits: list[frozenset], symprec: float
+    structure: Structure, host_id: str, working_ion: str, orbits: list[frozenset], ident: _Identity
 ) -> list[str]:
-    """Key of each orbit: the smallest digest over its edges, so it doesn't matter which copy of
-    the hop (or which direction) one starts from."""
+    """Key of each orbit: the smallest digest over its edges, each fingerprinted between the sites
+    of the averaged primitive cell its end points are (so copies and directions give one key)."""
     edges = sorted({e for orb in orbits for e in orb})
     if not edges:
         return []
     frac = structure.frac_coords
-    lat = structure.lattice
-    a = lat.get_cartesian_coords(np.array([frac[i] for i, _, _ in edges]))
-    b = lat.get_cartesian_coords(np.array([frac[j] + np.array(im) for _, j, im in edges]))
-    fps = _env_fingerprints(structure, working_ion, a, b, excl_tol=max(symprec, 1e-3))
+    sites = np.array([(i, j) for i, j, _ in edges])
+    images = np.array([im for _, _, im in edges], dtype=float)
+    ends = []
+    for k, shift in ((sites[:, 0], 0.0), (sites[:, 1], images)):
+        fp = (frac[k] + shift) @ ident.to_prim  # the end point in the primitive basis
+        m = ident.prim_of[k]
+        ideal = ident.ideal.frac_coords[m] + np.rint(fp - ident.prim_frac[m])
+        ends.append(ident.ideal.lattice.get_cartesian_coords(ideal))
+    fps = _env_fingerprints(ident.ideal, working_ion, ends[0], ends[1], excl_tol=1e-3)
     digest = {e: _digest(working_ion, fp) for e, fp in zip(edges, fps)}
     return [f"{host_id}:{working_ion}:{min(digest[e] for e in orb)}" for orb in orbits]
 
 
 def hop_key(
-    structure: Structure, host_id: str, working_ion: str, isite: Sequence[float], esite: Sequence[float], symprec: float
+    structure: Structure,
+    host_id: str,
+    working_ion: str,
+    isite: Sequence[float],
+    esite: Sequence[float],
+    symprec: float = HOP_SYMPREC,
 ) -> str:
     """Stable key of a hop between two sites of the working ion: f"{host_id}:{ion}:{digest12}".
 
-    The digest is the smallest over the hop's symmetry orbit (spglib at symprec) of a hash of
-    distances only (length, midpoint and end-point environments, see _env_fingerprints), so the
-    key is the same whatever the site order, the direction and the symmetric copy given, even in
-    relaxed cells that are symmetric only within symprec.
+    The digest is the smallest over the hop's orbit under the full space group (spglib at
+    HOP_SYMPREC) of a hash of distances only (length, midpoint and end-point environments, see
+    _env_fingerprints) in the primitive cell averaged over that group, so the key is the same
+    whatever the site order, the cell, the direction and the symmetric copy given. symprec only
+    sets how far (max(0.3, 2 symprec) A) the given end points may lie from the ion's sites.
     """
     ion_idx, ion_frac = _ion_frac(structure, working_ion)
     if len(ion_idx) == 0:
@@ -222,11 +376,11 @@ def hop_key(
     _, _, ok = _snap(ends, ion_frac, lat, _snap_tol(symprec))
     if not ok.all():
         raise HopError(f"{host_id}: hop end point {np.round(ends[int(np.argmin(ok))], 4).tolist()} is not a {working_ion} site")
-    rots, trans, used = symmetry_ops(structure, symprec)
-    orbit = _orbit(ends[0], ends[1], ion_idx, ion_frac, lat, rots, trans, _snap_tol(symprec))
+    ident = _identity(structure)
+    orbit = _orbit(ends[0], ends[1], ion_idx, ion_frac, lat, ident.rots, ident.trans, _snap_tol(symprec))
     if not orbit:
         raise HopError(f"{host_id}: hop {np.round(ends, 4).tolist()} joins a site to itself")
-    return _orbit_keys(structure, host_id, working_ion, [orbit], used)[0]
+    return _orbit_keys(structure, host_id, working_ion, [orbit], ident)[0]
 
 
 # ----------------------------------------------------------------------------- time box
@@ -327,17 +481,50 @@ def _check_host(structure: Structure, host_id: str, working_ion: str) -> None:
         )
 
 
-def _enumerate(structure: Structure, host_id: str, working_ion: str, max_length: float, symprec: float) -> list[Hop]:
-    # DistinctPathFinder is imported at module level so forked children don't pay the import
+def percolation_length(structure: Structure, working_ion: str, cap: float = AUTO_CAP) -> tuple[float | None, int]:
+    """(length, dimensionality): the shortest hop length L such that the network of all
+    working-ion hops no longer than L reaches the highest periodic dimensionality (3 if possible)
+    that hops up to cap Angstrom reach; (None, 0) when no two ion sites (or images) are within cap.
+
+    Hops are added shortest first to screener.ranking's periodic union-find (the same test the
+    percolation barriers use), so the answer does not depend on the cell or the site order.
+    """
+    ion_idx, ion_frac = _ion_frac(structure, working_ion)
+    if len(ion_idx) == 0:
+        return None, 0
+    ions = Structure(structure.lattice, [working_ion] * len(ion_idx), ion_frac)
+    centers, points, images, dists = ions.get_neighbor_list(cap)
+    uf = PeriodicUnionFind(len(ion_idx))
+    best: tuple[float | None, int] = (None, 0)
+    for k in np.argsort(dists, kind="stable"):
+        dim = uf.add_edge(int(centers[k]), int(points[k]), tuple(int(x) for x in images[k]))
+        if dim > best[1]:
+            best = (float(dists[k]), dim)
+            if dim == 3:
+                break
+    return best
+
+
+def _enumerate(
+    structure: Structure, host_id: str, working_ion: str, max_length: float | str, symprec: float
+) -> list[Hop]:
+    if max_length == "auto":
+        length, _ = percolation_length(structure, working_ion)
+        max_length = AUTO_CAP if length is None else length + AUTO_MARGIN
+    ident = _identity(structure)
+    # DistinctPathFinder searches from one site of each orbit at its symprec: a looser one than
+    # ours would skip sites we tell apart. It sees the canonical site order too (same lattice,
+    # so its fractional coordinates are ours). Imported at module level so forked children don't pay.
+    dpf_symprec = min(symprec, ident.symprec)
     dpf = None
     while dpf is None:
         try:
-            dpf = DistinctPathFinder(structure, working_ion, max_path_length=max_length, symprec=symprec)
+            dpf = DistinctPathFinder(ident.canonical, working_ion, max_path_length=max_length, symprec=dpf_symprec)
         except SymmetryUndeterminedError:
             # spglib gives up on some relaxed cells at a loose tolerance; a tighter one succeeds
-            if symprec <= 1e-3:
+            if dpf_symprec <= 1e-3:
                 raise HopError(f"{host_id}: spglib could not determine the symmetry (symprec down to 0.001)") from None
-            symprec = max(symprec / 10, 1e-3)
+            dpf_symprec = max(dpf_symprec / 10, 1e-3)
     lat = structure.lattice
     cands = []
     for p in dpf.get_paths():
@@ -360,28 +547,36 @@ def _enumerate(structure: Structure, host_id: str, working_ion: str, max_length:
             "in the cell; hops into empty sites are not supported yet)"
         )
     ion_idx, ion_frac = _ion_frac(structure, working_ion)
-    rots, trans, _ = symmetry_ops(structure, symprec)
-    tol = _snap_tol(symprec)
+    tol = _snap_tol(ident.symprec)
     # DistinctPathFinder keeps A->B and B->A (and copies its 0.001 default symprec fails to
     # merge) as separate paths: one orbit of edges is one hop
-    orbits: dict[frozenset, tuple[float, np.ndarray, np.ndarray]] = {}
-    for length, i_f, e_f in sorted(cands, key=lambda c: (round(c[0], 6), tuple(c[1]), tuple(c[2]))):
-        orb = _orbit(i_f, e_f, ion_idx, ion_frac, lat.matrix, rots, trans, tol)
-        if orb and orb not in orbits:
-            orbits[orb] = (length, i_f, e_f)
-    keys = _orbit_keys(structure, host_id, working_ion, list(orbits), symprec)
+    orbits: dict[frozenset, None] = {}
+    for _, i_f, e_f in sorted(cands, key=lambda c: (round(c[0], 6), tuple(c[1]), tuple(c[2]))):
+        orb = _orbit(i_f, e_f, ion_idx, ion_frac, lat.matrix, ident.rots, ident.trans, tol)
+        if orb:
+            orbits.setdefault(orb)
+    keys = _orbit_keys(structure, host_id, working_ion, list(orbits), ident)
     hops: dict[str, Hop] = {}
-    for key, (orb, (length, i_f, e_f)) in zip(keys, orbits.items()):
+    frac = structure.frac_coords
+    for key, orb in zip(keys, orbits):
         if key in hops:  # orbits that overlap under a loose snap; keep the first (shortest)
             continue
+        # the hop as it sits in this cell: the copy from the lowest-numbered site (not the one
+        # DistinctPathFinder happened to return), starting in the unit cell
+        i, j, image = min(orb)
+        shift = np.floor(frac[i])
+        i_f, e_f = frac[i] - shift, frac[j] + np.array(image) - shift
+        wrap = i_f >= 1.0  # floor(-1e-17) is -1
+        i_f[wrap] -= 1.0
+        e_f[wrap] -= 1.0
         hops[key] = Hop(
             hop_key=key,
             host_id=host_id,
             working_ion=working_ion,
             isite=[float(x) for x in i_f],
             esite=[float(x) for x in e_f],
-            length=length,
-            symprec=float(symprec),
+            length=float(np.linalg.norm(lat.get_cartesian_coords(e_f - i_f))),
+            symprec=float(ident.symprec),
             multiplicity=len(orb),
         )
     return sorted(hops.values(), key=lambda h: (round(h.length, 4), h.hop_key))
@@ -392,17 +587,22 @@ def enumerate_hops(
     host_id: str,
     working_ion: str,
     *,
-    max_length: float = 5.0,
-    symprec: float = 0.1,
+    max_length: float | str = 5.0,
+    symprec: float = HOP_SYMPREC,
     timeout_s: float = 60.0,
 ) -> list[Hop]:
     """Symmetry-distinct hops of working_ion up to max_length (Angstrom), shortest first.
 
-    Wraps DistinctPathFinder; runs in a forked child so a host past timeout_s is really stopped
-    and raises HopError (the caller records the host as failed). Hop.symprec records the
-    tolerance actually used (tightened when spglib fails at the given one).
+    max_length="auto": per host, the percolation length (see percolation_length, capped at
+    AUTO_CAP) plus AUTO_MARGIN. Hops are told apart and keyed at HOP_SYMPREC whatever symprec is
+    (so keys don't change with it); symprec below that only makes DistinctPathFinder search at
+    it too. Hop.symprec records the tolerance of the hop's identity (HOP_SYMPREC, or tighter where
+    spglib fails at it). Runs in a forked child so a host past timeout_s is really stopped and
+    raises HopError (the caller records the host as failed).
     """
     _check_host(structure, host_id, working_ion)
+    if not (max_length == "auto" or (isinstance(max_length, (int, float)) and max_length > 0)):
+        raise HopError(f"{host_id}: max_length must be a positive number of Angstrom or 'auto', not {max_length!r}")
     return _run_boxed(_enumerate, (structure, host_id, working_ion, max_length, symprec), timeout_s, host_id)
 
 
@@ -414,20 +614,18 @@ def equivalent_hop_edges(
 ) -> list[tuple[int, int, tuple[int, int, int], str]]:
     """Every ion-ion hop of the host cell equivalent to one of the distinct hops, as
     (i, j, image of j, hop_key) with structure site indices: the periodic hop network, for the
-    caller's percolation analysis. The edges are the images of each hop under the host's
-    symmetry operations; tol (Angstrom) is how far a mapped end point may be from its site.
+    caller's percolation analysis. The edges are the images of each hop under the host's full
+    space group (as enumerate_hops decides hops, even in a supercell lacking some rotations);
+    tol (Angstrom) is how far a mapped end point may be from its site.
     """
     ion_idx, ion_frac = _ion_frac(structure, working_ion)
     if not hops or len(ion_idx) == 0:
         return []
     lat = structure.lattice.matrix
-    ops: dict[float, tuple[np.ndarray, np.ndarray, float]] = {}
+    ident = _identity(structure)
     out: dict[tuple[int, int, tuple[int, int, int]], str] = {}
     for h in hops:
-        if h.symprec not in ops:
-            ops[h.symprec] = symmetry_ops(structure, h.symprec)
-        rots, trans, _ = ops[h.symprec]
-        orb = _orbit(np.asarray(h.isite, float), np.asarray(h.esite, float), ion_idx, ion_frac, lat, rots, trans, tol)
+        orb = _orbit(np.asarray(h.isite, float), np.asarray(h.esite, float), ion_idx, ion_frac, lat, ident.rots, ident.trans, tol)
         for e in sorted(orb):
             out.setdefault(e, h.hop_key)
     return [(i, j, im, key) for (i, j, im), key in out.items()]

@@ -1,37 +1,63 @@
 """Insertion sites of a working ion in a host that holds none of it (a charged, empty framework).
 
-No DFT and no charge density: the candidates are the vertices of the Voronoi decomposition of the
-framework (the points locally farthest from every framework atom), kept when the ion fits there
-(distance to the nearest framework atom >= a window from ionic radii), merged by the host's
-symmetry (spglib operations; a candidate is first moved to the centre of its cavity and, near a
-special position, projected onto it), ranked by room plus distance to the framework cations, and
-put back as the ion on every equivalent position so enumerate_hops can find the hops.
+No DFT and no charge density. The candidates are the cavities of the framework: vertices of its
+Voronoi decomposition (the points locally farthest from every atom) where the ion fits (distance
+to the nearest framework atom >= a window from ionic radii), merged, moved to the centre of their
+cavity and, near a special position, projected onto it, then deduped by the host's symmetry
+(spglib operations). Sites are ranked (for max_sites; optionally filtered by max_energy) by a
+bond-valence site energy (BVSE, after Adams' softBV: a Morse attraction to each framework anion
+with its well at the bond length the ion's bond valence asks for, plus a screened Coulomb
+repulsion from each framework cation charged with its own bond-valence sum; bond-valence
+parameters from pymatgen's O'Keeffe-Brese table, so any ion/anion pair works). insertion_sites
+puts the ion on every equivalent position; insertion_hops finds the hops between them.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
+from functools import partial
+from typing import NamedTuple
+
 import numpy as np
+from pymatgen.analysis.bond_valence import BV_PARAMS
 from pymatgen.core import Element, Species, Structure
 from scipy.spatial import Voronoi, cKDTree
+from scipy.special import erfc
 
-from screener.hops import Hop, symmetry_ops, enumerate_hops
+# site_hops mirrors the end of hops._enumerate on its own start sites (see its docstring)
+from screener.hops import (
+    Hop, HopError, _canonical_edge, _identity, _ion_frac, _orbit, _orbit_keys, _run_boxed, _snap_tol, symmetry_ops,
+)
 
 #: Shannon radii (Angstrom, 6-fold) of the working ions at their usual charge; O2- is 1.40.
 ION_RADIUS = {"Li": 0.76, "Na": 1.02, "K": 1.38, "Rb": 1.52, "Mg": 0.72, "Ca": 1.00, "Sr": 1.18, "Zn": 0.74, "Al": 0.535}
-#: Fraction of the ideal ion-oxide bond length kept as the minimum distance to any framework atom
-#: (relaxed frameworks shrink around an empty site; 0.8 lets Li in at 1.73 A, Na at 1.94 A).
-ROOM_FRACTION = 0.8
-#: Candidates closer than this (Angstrom) are one site (Voronoi vertices come in tight clusters).
+#: Fraction of the ideal ion-oxide bond length kept as the minimum distance to any framework atom.
+#: DFT-NEB end points sit in a framework relaxed around the other end point, so a site can be
+#: squeezed well below the ideal bond length (0.75 lets Li in at 1.62 A, Ca at 1.80 A).
+ROOM_FRACTION = 0.75
+#: Elements counted as framework anions; every other framework atom is a cation that repels the ion.
+ANIONS = frozenset({"O", "S", "Se", "Te", "F", "Cl", "Br", "I", "N", "C", "H"})
+#: Formal charges of the anions (bond valence of their bonds to the ion and to the cations).
+ANION_CHARGE = {"O": 2, "S": 2, "Se": 2, "Te": 2, "F": 1, "Cl": 1, "Br": 1, "I": 1, "N": 3, "C": 4, "H": 1}
+#: Bond-valence softness (Angstrom), the universal b of Brown and of O'Keeffe-Brese.
+BV_B = 0.37
+#: Coordination the ion's bonds are sized for (Rmin = R0 - b ln(V / N)): 6, the common one.
+ION_COORDINATION = 6
+#: Morse well depth per bond (eV) per unit of the ion's valence (softBV D0 run 0.5-2 eV).
+MORSE_D0 = 1.0
+#: Coulomb constant (eV Angstrom) and the screening length factor of softBV: rho = f (r_ion + r_cation).
+COULOMB_K = 14.4
+SCREENING = 0.74
+#: Interaction cutoff (Angstrom).
+CUTOFF = 5.0
+#: Voronoi vertices closer than this (Angstrom) are one cavity (they come in tight clusters).
 MERGE_TOL = 0.6
-#: Distinct sites closer than this (Angstrom) exclude each other (the roomier one is kept).
-MIN_SEPARATION = 1.2
-#: Images of a candidate closer than this (Angstrom) are averaged onto its special position.
+#: Images of a site closer than this (Angstrom) are averaged onto its special position.
 PROJECT_TOL = 1.2
-#: Whether candidates are first moved to the centre of their cavity (see _relax).
-RELAX = True
-#: Weight of the distance to the nearest cation in a site's score (room + weight * cation distance).
-CATION_WEIGHT = 1.0
-#: Decay length (Angstrom) of the Born-Mayer-like repulsion that centres a candidate in its cavity.
+#: Distinct sites closer than this (Angstrom) can't both hold the ion (the roomier one is kept).
+MIN_SEPARATION = 1.2
+#: Decay length (Angstrom) of the Born-Mayer-like repulsion that centres a point in its cavity.
 SOFTNESS = 0.35
 
 
@@ -39,55 +65,194 @@ class SiteError(ValueError):
     """A host where insertion sites can't be found; str() is one line "<host_id>: <reason>"."""
 
 
-def default_min_distance(working_ion: str) -> float:
-    """Minimum ion-framework distance (Angstrom): ROOM_FRACTION of the ion-O2- bond length."""
+class Site(NamedTuple):
+    """One symmetry-distinct insertion site: its BVSE energy (eV) and orbit (fractional, [0, 1))."""
+
+    energy: float
+    orbit: np.ndarray
+
+
+def _symbol(sp) -> str:
+    return getattr(sp, "symbol", str(sp))
+
+
+def ion_radius(working_ion: str) -> float:
+    """Shannon radius (Angstrom) of the working ion at its usual charge."""
     r = ION_RADIUS.get(working_ion)
     if r is None:
         try:
             r = float(Species(working_ion, Element(working_ion).common_oxidation_states[0]).ionic_radius)
         except Exception:  # noqa: BLE001 - any missing radius falls back to the element's atomic radius
             r = float(Element(working_ion).atomic_radius or 1.0)
-    return ROOM_FRACTION * (r + 1.40)
+    return r
 
 
-def _padded_cart(structure: Structure, pad: float) -> np.ndarray:
-    """Cartesian positions of the framework atoms in the cell and its periodic images within pad
-    Angstrom of the cell, so the Voronoi cells of atoms in the cell are complete."""
+def default_min_distance(working_ion: str) -> float:
+    """Minimum ion-framework distance (Angstrom): ROOM_FRACTION of the ion-O2- bond length."""
+    return ROOM_FRACTION * (ion_radius(working_ion) + 1.40)
+
+
+def _padded_cart(structure: Structure, pad: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cartesian positions of the atoms in the cell and their periodic images within pad Angstrom
+    of the cell, and the site index of each (so Voronoi cells and neighbour sums are complete)."""
     frac = structure.frac_coords % 1.0
     lat = structure.lattice
     widths = lat.volume / np.linalg.norm(np.cross(lat.matrix[[1, 2, 0]], lat.matrix[[2, 0, 1]]), axis=1)
-    margin = np.minimum(pad / widths, 1.0)
-    shifts = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], dtype=float)
+    reps = np.ceil(pad / widths).astype(int)
+    margin = pad / widths
+    shifts = np.array(
+        [(i, j, k) for i in range(-reps[0], reps[0] + 1) for j in range(-reps[1], reps[1] + 1) for k in range(-reps[2], reps[2] + 1)],
+        dtype=float,
+    )
     pts = (frac[None, :, :] + shifts[:, None, :]).reshape(-1, 3)
+    idx = np.tile(np.arange(len(frac)), len(shifts))
     keep = np.all((pts >= -margin) & (pts < 1 + margin), axis=1)
-    return lat.get_cartesian_coords(pts[keep])
-
-
-#: Elements counted as framework anions; every other framework atom is a cation that repels the ion.
-ANIONS = frozenset({"O", "S", "Se", "Te", "F", "Cl", "Br", "I", "N", "C", "H"})
-
-
-def _cation_distance(structure: Structure, frac_points: np.ndarray) -> np.ndarray:
-    """Distance (Angstrom, periodic) from each point to the nearest framework cation."""
-    cations = [i for i, sp in enumerate(structure.species) if getattr(sp, "symbol", str(sp)) not in ANIONS]
-    if not cations:
-        return np.full(len(frac_points), 10.0)
-    return _nearest(Structure.from_sites([structure[i] for i in cations]), frac_points)
+    return lat.get_cartesian_coords(pts[keep]), idx[keep]
 
 
 def _nearest(structure: Structure, frac_points: np.ndarray) -> np.ndarray:
     """Distance (Angstrom, periodic) from each point to the nearest framework atom."""
-    tree = cKDTree(_padded_cart(structure, 6.0))
-    d, _ = tree.query(structure.lattice.get_cartesian_coords(frac_points % 1.0))
+    pts, _ = _padded_cart(structure, 6.0)
+    d, _ = cKDTree(pts).query(structure.lattice.get_cartesian_coords(np.atleast_2d(frac_points) % 1.0))
     return np.asarray(d, dtype=float)
 
 
+def _r0(a: str, b: str) -> float:
+    """O'Keeffe-Brese bond-valence R0 (Angstrom) of the pair a-b (pymatgen's parameters)."""
+    pa, pb = BV_PARAMS[Element(a)], BV_PARAMS[Element(b)]
+    ra, rb, ca, cb = pa["r"], pb["r"], pa["c"], pb["c"]
+    return ra + rb - ra * rb * (math.sqrt(ca) - math.sqrt(cb)) ** 2 / (ca * ra + cb * rb)
+
+
+def _cation_radius(el: str, valence: float) -> float:
+    """Ionic radius (Angstrom) of a framework cation at its bond-valence charge."""
+    e = Element(el)
+    for ox in sorted({max(1, int(round(valence)))} | set(e.common_oxidation_states), key=lambda o: abs(o - valence)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pymatgen warns when it falls back to low-spin data
+                r = Species(el, ox).ionic_radius
+            if r:
+                return float(r)
+        except Exception:  # noqa: BLE001 - not every (element, charge) has a Shannon radius
+            continue
+    return float(e.average_cationic_radius or e.atomic_radius or 0.7)
+
+
+class SiteEnergy:
+    """Bond-valence site energy (eV) of one working ion in a framework: ranks insertion sites.
+
+    E(x) = sum over anions X of D0 [(exp((Rmin - R) / b) - 1)^2 - 1]
+         + sum over cations M of K q_ion q_M erfc(R / rho) / R,
+    Rmin = R0 - b ln(V_ion / N) (the bond length of a bond of valence V_ion / N), q = V / sqrt(N)
+    (softBV's effective charges), the cations' V their bond-valence sums in the framework.
+    """
+
+    def __init__(self, structure: Structure, working_ion: str, valence: int | None = None):
+        self.structure = structure
+        self.lattice = structure.lattice
+        ion = Element(working_ion)
+        v_ion = float(valence or max(1, ion.common_oxidation_states[0] if ion.common_oxidation_states else 1))
+        symbols = [_symbol(sp) for sp in structure.species]
+        is_anion = np.array([s in ANIONS for s in symbols])
+        pts, idx = _padded_cart(structure, CUTOFF + 2.0)
+        self.points, self.index = pts, idx
+        self.tree = cKDTree(pts)
+        n = len(structure)
+        rmin = np.zeros(n)
+        d0 = np.zeros(n)
+        qq = np.zeros(n)
+        rho = np.ones(n)
+        r_ion = ion_radius(working_ion)
+        cart = structure.cart_coords
+        anion_cart = pts[is_anion[idx]]
+        anion_sym = [symbols[i] for i in idx[is_anion[idx]]]
+        atree = cKDTree(anion_cart) if len(anion_cart) else None
+        for i, s in enumerate(symbols):
+            if is_anion[i]:
+                rmin[i] = _r0(working_ion, s) - BV_B * math.log(v_ion / ION_COORDINATION)
+                d0[i] = MORSE_D0 * v_ion * ANION_CHARGE.get(s, 2) / 2
+                continue
+            valence, n_bonds = 1.0, ION_COORDINATION
+            if atree is not None:
+                nb = atree.query_ball_point(cart[i], 3.5)
+                if nb:
+                    d = np.linalg.norm(anion_cart[nb] - cart[i], axis=1)
+                    sv = np.exp((np.array([_r0(s, anion_sym[k]) for k in nb]) - d) / BV_B)
+                    valence = max(float(sv.sum()), 0.5)
+                    n_bonds = max(int((sv > 0.1 * sv.max()).sum()), 1)
+            qq[i] = COULOMB_K * (v_ion / math.sqrt(ION_COORDINATION)) * (valence / math.sqrt(n_bonds))
+            rho[i] = SCREENING * (r_ion + _cation_radius(s, valence))
+        self.is_anion = is_anion[idx]
+        self.rmin, self.d0, self.qq, self.rho = rmin[idx], d0[idx], qq[idx], rho[idx]
+
+    def _pairs(self, x: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+        """Padded neighbour lists (n, m) of the cartesian points x and their mask."""
+        lists = self.tree.query_ball_point(x, radius)
+        m = max((len(l) for l in lists), default=0) or 1
+        nb = np.zeros((len(x), m), dtype=int)
+        mask = np.zeros((len(x), m), dtype=bool)
+        for k, l in enumerate(lists):
+            nb[k, : len(l)] = l
+            mask[k, : len(l)] = True
+        return nb, mask
+
+    def energy(self, frac: np.ndarray) -> np.ndarray:
+        """Site energy (eV) of the ion at each fractional point."""
+        x = self.lattice.get_cartesian_coords(np.atleast_2d(frac) % 1.0)
+        nb, mask = self._pairs(x, CUTOFF)
+        r = np.maximum(np.linalg.norm(x[:, None, :] - self.points[nb], axis=2), 0.3)
+        morse = self.d0[nb] * ((np.exp((self.rmin[nb] - r) / BV_B) - 1) ** 2 - 1)
+        coul = self.qq[nb] * erfc(r / self.rho[nb]) / r
+        return np.where(mask & (r < CUTOFF), np.where(self.is_anion[nb], morse, coul), 0.0).sum(axis=1)
+
+
+def _cluster(frac: np.ndarray, score: np.ndarray, lat: np.ndarray, tol: float) -> np.ndarray:
+    """Greedy periodic clustering: indices of the best-scored (lowest) point of every group closer than tol."""
+    order = np.argsort(score, kind="stable")
+    kept: list[int] = []
+    for i in order:
+        if kept:
+            diff = frac[kept] - frac[i]
+            diff -= np.rint(diff)
+            if np.min(np.linalg.norm(diff @ lat, axis=1)) < tol:
+                continue
+        kept.append(int(i))
+    return np.array(kept, dtype=int)
+
+
+def _orbit_points(x: np.ndarray, rots: np.ndarray, trans: np.ndarray, lat: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """(x projected onto its special position, its distinct images in [0, 1)): images of x that
+    fall within tol of x are averaged in (the site-symmetry projection, repeated until it holds:
+    one pass can leave images a fraction of an Angstrom apart in a cell that is symmetric only
+    within symprec), then images closer than 0.5 A (one site, never two ions) are deduped."""
+    for _ in range(5):
+        imgs = np.einsum("kij,j->ki", rots, x) + trans
+        d = imgs - x
+        d -= np.rint(d)
+        near = np.linalg.norm(d @ lat, axis=1) < tol
+        shift = d[near].mean(axis=0)
+        x = (x + shift) % 1.0
+        if np.linalg.norm(shift @ lat) < 1e-3:
+            break
+    imgs = (np.einsum("kij,j->ki", rots, x) + trans) % 1.0
+    out: list[np.ndarray] = []
+    for p in imgs:
+        if out:
+            diff = np.array(out) - p
+            diff -= np.rint(diff)
+            if np.min(np.linalg.norm(diff @ lat, axis=1)) < 0.5:
+                continue
+        out.append(p)
+    return x, np.array(out)
+
+
 def _relax(structure: Structure, frac: np.ndarray, steps: int = 60, cutoff: float = 5.0) -> np.ndarray:
-    """Move each candidate downhill in sum_j exp(-d_j / SOFTNESS) over framework atoms: the centre
-    of its cavity, which is symmetric (a special position lands exactly on it, unlike the pair of
+    """Move each point downhill in sum_j exp(-d_j / SOFTNESS) over framework atoms: the centre of
+    its cavity, which is symmetric (a special position lands exactly on it, unlike the pair of
     Voronoi vertices that often straddle it)."""
     lat = structure.lattice
-    pts = _padded_cart(structure, cutoff + 1.0)
+    pts, _ = _padded_cart(structure, cutoff + 1.0)
     tree = cKDTree(pts)
     x = lat.get_cartesian_coords(frac % 1.0)
     for _ in range(steps):
@@ -104,73 +269,51 @@ def _relax(structure: Structure, frac: np.ndarray, steps: int = 60, cutoff: floa
     return lat.get_fractional_coords(x) % 1.0
 
 
-def _cluster(frac: np.ndarray, room: np.ndarray, lat: np.ndarray, tol: float) -> np.ndarray:
-    """Greedy periodic clustering: keep the roomiest point of every group closer than tol."""
-    order = np.argsort(-room)
-    kept: list[int] = []
-    for i in order:
-        if kept:
-            diff = frac[kept] - frac[i]
-            diff -= np.rint(diff)
-            if np.min(np.linalg.norm(diff @ lat, axis=1)) < tol:
-                continue
-        kept.append(int(i))
-    return np.array(kept, dtype=int)
-
-
-def _orbit_points(x: np.ndarray, rots: np.ndarray, trans: np.ndarray, lat: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
-    """(x projected onto its special position, its distinct images in [0, 1)): images of x that
-    fall within tol of x are averaged in (the site-symmetry projection), then the orbit is deduped."""
-    imgs = np.einsum("kij,j->ki", rots, x) + trans
-    d = imgs - x
-    d -= np.rint(d)
-    near = np.linalg.norm(d @ lat, axis=1) < tol
-    x = (x + d[near].mean(axis=0)) % 1.0
-    imgs = (np.einsum("kij,j->ki", rots, x) + trans) % 1.0
-    out: list[np.ndarray] = []
-    for p in imgs:
-        if out:
-            diff = np.array(out) - p
-            diff -= np.rint(diff)
-            if np.min(np.linalg.norm(diff @ lat, axis=1)) < 0.05:
-                continue
-        out.append(p)
-    return x, np.array(out)
+def cavity_centres(structure: Structure, min_distance: float, merge_tol: float = MERGE_TOL) -> np.ndarray:
+    """Fractional centres of the framework's cavities with room for the ion: Voronoi vertices at
+    least min_distance Angstrom from every atom, one per merge_tol Angstrom, moved to the centre
+    of their cavity (see _relax) and merged again."""
+    pts, _ = _padded_cart(structure, 6.0)
+    frac = structure.lattice.get_fractional_coords(Voronoi(pts).vertices)
+    frac = frac[np.all((frac >= -1e-9) & (frac < 1 - 1e-9), axis=1)] % 1.0
+    room = _nearest(structure, frac)
+    frac, room = frac[room >= min_distance], room[room >= min_distance]
+    if len(frac) == 0:
+        return frac
+    lat = structure.lattice.matrix
+    frac = _relax(structure, frac[_cluster(frac, -room, lat, merge_tol)])
+    return frac[_cluster(frac, -_nearest(structure, frac), lat, 0.2)]
 
 
 def candidate_sites(
     structure: Structure, working_ion: str, *, min_distance: float | None = None, symprec: float = 0.1,
-    relax: bool = RELAX, merge_tol: float | None = None, project_tol: float | None = None,
-    separation: float | None = None,
-) -> list[tuple[float, np.ndarray]]:
-    """Symmetry-distinct insertion sites, best first: (score, orbit as fractional coordinates in
-    [0, 1)). Score = distance to the nearest framework atom + CATION_WEIGHT * distance to the
-    nearest framework cation (room, and away from the cations' repulsion: on the dataset's charged
-    hosts this ranks the DFT sites higher than room alone). Empty when the ion fits nowhere."""
+    max_energy: float | None = None, merge_tol: float | None = None, project_tol: float | None = None,
+    separation: float | None = None, trace: dict | None = None,
+) -> list[Site]:
+    """Symmetry-distinct insertion sites, lowest bond-valence site energy first (see SiteEnergy):
+    cavity centres at least min_distance Angstrom from every framework atom, projected onto their
+    special positions. If max_energy is given, only sites with energy <= max_energy eV are kept;
+    by default none is dropped, since DFT-NEB studies also compute hops through sites this simple
+    energy puts high (e.g. Ca in spinel's tetrahedral 8a, +12 eV above the octahedral 16c). Empty
+    when the ion fits nowhere. trace, if given, receives the fractional points after each stage
+    ("centres", "distinct", "kept"), for diagnosis."""
     dmin = default_min_distance(working_ion) if min_distance is None else float(min_distance)
-    lat = structure.lattice.matrix
-    pts = _padded_cart(structure, 6.0)
-    vert = Voronoi(pts).vertices
-    frac = structure.lattice.get_fractional_coords(vert)
-    inside = np.all((frac >= -1e-9) & (frac < 1 - 1e-9), axis=1)
-    frac = frac[inside] % 1.0
-    room = _nearest(structure, frac)
-    ok = room >= dmin
-    frac, room = frac[ok], room[ok]
-    if len(frac) == 0:
-        return []
+    emax = np.inf if max_energy is None else float(max_energy)
     merge_tol = MERGE_TOL if merge_tol is None else merge_tol
     project_tol = PROJECT_TOL if project_tol is None else project_tol
     separation = MIN_SEPARATION if separation is None else separation
-    keep = _cluster(frac, room, lat, merge_tol)
-    if relax:
-        frac = _relax(structure, frac[keep])
-        room = _nearest(structure, frac)
-        keep = _cluster(frac, room, lat, 0.2)
+    lat = structure.lattice.matrix
+    tr = trace if trace is not None else {}
+    frac = cavity_centres(structure, dmin, merge_tol)
+    tr["centres"] = frac
+    if len(frac) == 0:
+        return []
     rots, trans, _ = symmetry_ops(structure, symprec)
-    sites: list[tuple[float, np.ndarray]] = []
+    room = _nearest(structure, frac)
+    orbits: list[np.ndarray] = []
+    centres: list[np.ndarray] = []
     covered = np.zeros((0, 3))
-    for i in keep:
+    for i in np.argsort(-room, kind="stable"):  # roomiest first
         x = frac[i]
         if len(covered):
             diff = covered - x
@@ -178,18 +321,49 @@ def candidate_sites(
             if np.min(np.linalg.norm(diff @ lat, axis=1)) < separation:
                 continue
         x, orbit = _orbit_points(x, rots, trans, lat, project_tol)
-        r = float(_nearest(structure, x[None])[0])
-        if r < dmin:  # the projection onto the special position left no room
+        if _nearest(structure, x)[0] < dmin:  # the projection onto the special position left no room
             continue
         if len(covered):
             diff = covered[:, None, :] - orbit[None, :, :]
             diff -= np.rint(diff)
             if np.min(np.linalg.norm(diff @ lat, axis=2)) < separation:
                 continue
-        sites.append((r + CATION_WEIGHT * float(_cation_distance(structure, x[None])[0]) if CATION_WEIGHT else r, orbit))
+        orbits.append(orbit)
+        centres.append(x)
         covered = np.vstack([covered, orbit])
-    sites.sort(key=lambda s: -s[0])
+    tr["distinct"] = covered
+    if not orbits:
+        return []
+    energy = SiteEnergy(structure, working_ion).energy(np.array(centres))
+    sites = sorted((Site(float(e), o) for e, o in zip(energy, orbits) if e <= emax), key=lambda s: s.energy)
+    tr["kept"] = np.vstack([s.orbit for s in sites]) if sites else np.zeros((0, 3))
     return sites
+
+
+def _fill(structure: Structure, working_ion: str, sites: list[Site]) -> tuple[Structure, list[int]]:
+    """(the host with working_ion on every position of sites, the site index of each orbit's first)."""
+    out = structure.copy()
+    reps = []
+    for _, orbit in sites:
+        reps.append(len(out))
+        for p in orbit:
+            out.append(working_ion, p, coords_are_cartesian=False)
+    return out, reps
+
+
+def _sites_or_raise(
+    structure: Structure, working_ion: str, name: str, min_distance: float | None, max_sites: int | None,
+    max_energy: float | None, symprec: float,
+) -> list[Site]:
+    if working_ion in {el.symbol for el in structure.composition.element_composition.elements}:
+        raise SiteError(f"{name}: host already holds {working_ion} (use enumerate_hops on its own sites)")
+    if not structure.is_ordered:
+        raise SiteError(f"{name}: disordered structure (partial occupancies are not supported)")
+    sites = candidate_sites(structure, working_ion, min_distance=min_distance, symprec=symprec, max_energy=max_energy)
+    if not sites:
+        dmin = default_min_distance(working_ion) if min_distance is None else min_distance
+        raise SiteError(f"{name}: no room for {working_ion} (no point {dmin:.2f} A from every framework atom)")
+    return sites[:max_sites]
 
 
 def insertion_sites(
@@ -197,27 +371,63 @@ def insertion_sites(
     working_ion: str,
     *,
     min_distance: float | None = None,
-    max_sites: int = 6,
+    max_sites: int | None = None,
+    max_energy: float | None = None,
     symprec: float = 0.1,
     host_id: str | None = None,
 ) -> Structure:
-    """The host with working_ion on every position of its max_sites roomiest symmetry-distinct
-    insertion sites (min_distance: Angstrom to the nearest framework atom, default from ionic
-    radii). Raises SiteError if the host already holds the ion or has no room for it."""
+    """The host with working_ion on every position of its symmetry-distinct insertion sites (at
+    most max_sites of them, lowest site energy first; max_energy: eV, see candidate_sites;
+    min_distance: Angstrom to the nearest framework atom, default from ionic radii). Raises
+    SiteError if the host already holds the ion or has no room for it."""
     name = host_id or structure.composition.reduced_formula
-    if working_ion in {el.symbol for el in structure.composition.element_composition.elements}:
-        raise SiteError(f"{name}: host already holds {working_ion} (use enumerate_hops on its own sites)")
-    if not structure.is_ordered:
-        raise SiteError(f"{name}: disordered structure (partial occupancies are not supported)")
-    sites = candidate_sites(structure, working_ion, min_distance=min_distance, symprec=symprec)
-    if not sites:
-        dmin = default_min_distance(working_ion) if min_distance is None else min_distance
-        raise SiteError(f"{name}: no room for {working_ion} (no point {dmin:.2f} A from every framework atom)")
-    out = structure.copy()
-    for _, orbit in sites[:max_sites]:
-        for p in orbit:
-            out.append(working_ion, p, coords_are_cartesian=False)
-    return out
+    sites = _sites_or_raise(structure, working_ion, name, min_distance, max_sites, max_energy, symprec)
+    return _fill(structure, working_ion, sites)[0]
+
+
+def site_hops(
+    filled: Structure, host_id: str, working_ion: str, reps: list[int], *, max_length: float
+) -> list[Hop]:
+    """Symmetry-distinct hops between the ion's sites of filled up to max_length (Angstrom),
+    shortest first. Every hop is an image of one that starts on an orbit's first site (reps), so
+    only those are expanded; hops are then merged by their orbit of (site, site, image) edges and
+    keyed exactly as enumerate_hops does. Much faster than DistinctPathFinder when an empty host
+    has hundreds of candidate positions."""
+    ion_idx, ion_frac = _ion_frac(filled, working_ion)
+    pos = {int(k): n for n, k in enumerate(ion_idx)}
+    ident = _identity(filled)  # the operations and tolerance enumerate_hops tells hops apart with
+    rots, trans, used = ident.rots, ident.trans, ident.symprec
+    lat = filled.lattice
+    tol = _snap_tol(used)
+    cands = []
+    for r in reps:
+        n = pos[r]
+        fc, dist, idx, img = lat.get_points_in_sphere(ion_frac, lat.get_cartesian_coords(ion_frac[n]), max_length + 1e-6, zip_results=False)
+        for d, j, im in zip(dist, idx, img):
+            if d < 1e-6:
+                continue
+            if d < 0.5:
+                raise HopError(f"{host_id}: two {working_ion} sites {d:.2f} A apart (duplicate sites?)")
+            cands.append((float(d), n, int(j), tuple(int(x) for x in im)))
+    cands.sort(key=lambda c: (round(c[0], 6), c[1], c[2], c[3]))
+    orbits: dict[frozenset, tuple[float, np.ndarray, np.ndarray]] = {}
+    seen: set = set()
+    for d, n, j, im in cands:
+        if _canonical_edge(int(ion_idx[n]), int(ion_idx[j]), im) in seen:
+            continue
+        i_f, e_f = ion_frac[n], ion_frac[j] + np.array(im, dtype=float)
+        orb = _orbit(i_f, e_f, ion_idx, ion_frac, lat.matrix, rots, trans, tol)
+        seen |= orb
+        if orb and orb not in orbits:
+            orbits[orb] = (d, i_f, e_f)
+    if not orbits:
+        raise HopError(f"{host_id}: no {working_ion}-{working_ion} hop within {max_length:g} A between its insertion sites")
+    keys = _orbit_keys(filled, host_id, working_ion, list(orbits), ident)
+    hops: dict[str, Hop] = {}
+    for key, (orb, (d, i_f, e_f)) in zip(keys, orbits.items()):
+        if key not in hops:  # orbits that overlap under a loose snap: keep the first (shortest)
+            hops[key] = Hop(key, host_id, working_ion, [float(x) for x in i_f], [float(x) for x in e_f], d, float(used), len(orb))
+    return sorted(hops.values(), key=lambda h: (round(h.length, 4), h.hop_key))
 
 
 def insertion_hops(
@@ -226,14 +436,17 @@ def insertion_hops(
     working_ion: str,
     *,
     max_length: float = 6.5,
-    max_sites: int = 6,
+    max_sites: int | None = None,
+    max_energy: float | None = None,
     min_distance: float | None = None,
     symprec: float = 0.1,
     timeout_s: float = 60.0,
 ) -> tuple[Structure, list[Hop]]:
     """Hops of working_ion between the insertion sites of an empty host: (host with the ion on its
-    sites, enumerate_hops on it). Raises SiteError (no room) or HopError (no hop / timeout)."""
-    filled = insertion_sites(
-        structure, working_ion, min_distance=min_distance, max_sites=max_sites, symprec=symprec, host_id=host_id
-    )
-    return filled, enumerate_hops(filled, host_id, working_ion, max_length=max_length, symprec=symprec, timeout_s=timeout_s)
+    sites, its symmetry-distinct hops, see site_hops). Raises SiteError (no room) or HopError (no
+    hop, or past timeout_s: run in the same time box as enumerate_hops)."""
+    sites = _sites_or_raise(structure, working_ion, host_id, min_distance, max_sites, max_energy, symprec)
+    filled, reps = _fill(structure, working_ion, sites)
+    task = partial(site_hops, max_length=max_length)
+    hops = _run_boxed(task, (filled, host_id, working_ion, reps), timeout_s, host_id)
+    return filled, hops

@@ -4,7 +4,8 @@ For every dataset entry the host is rebuilt from the band (the host sites, plus 
 points when the host holds other ions of that kind: a vacancy hop in a discharged host; no ion at
 all when the band's ion is the only one: a charged host, whose sites come from insertion_sites).
 The dataset hop is recovered when one enumerated hop maps onto it by the host's symmetry (end points
-within 0.3 A). Usage: python scripts/hop_recovery.py [--json] [--split train|test|all] [--limit N]
+within 0.3 A). Misses are listed with a category and the reason. Usage:
+python scripts/hop_recovery.py [--json] [--split train|test|all] [--only discharged|charged] [--limit N]
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 from pymatgen.core import Structure
 
 from screener.hops import HopError, enumerate_hops, matching_hop
-from screener.sites import SiteError, _nearest, insertion_hops
+from screener.sites import SiteError, _nearest, candidate_sites, default_min_distance, insertion_hops
 from screener.sources.dataset import DatasetBand, load_bands
 
 #: Longest hop asked of the enumerator (Angstrom): generous, the dataset's hops run to 9 A and
@@ -36,6 +38,8 @@ class Outcome:
     recovered: bool
     why: str = ""
     seconds: float = 0.0
+    category: str = ""
+    split: str = ""
 
 
 def rebuild_host(band: Structure) -> tuple[Structure, str, str]:
@@ -52,24 +56,57 @@ def rebuild_host(band: Structure) -> tuple[Structure, str, str]:
     return Structure.from_sites(rest), ion, "charged"
 
 
-def _why_not(host: Structure, hops: list, ion: str, length: float, ends: np.ndarray, charged: bool) -> str:
+def _nearest_point(points: np.ndarray, p: np.ndarray, lat: np.ndarray) -> float:
+    """Periodic distance (Angstrom) from fractional p to the nearest of points (inf if none)."""
+    if len(points) == 0:
+        return float("inf")
+    d = points - p
+    d -= np.rint(d)
+    return float(np.min(np.linalg.norm(d @ lat, axis=1)))
+
+
+def _site_miss(host: Structure, ion: str, ends: np.ndarray) -> tuple[str, str] | None:
+    """(category, reason) when an end point of a charged hop is not an insertion site, else None.
+
+    Categories follow the site finder's stages: "squeezed" (end point closer to the framework
+    than the room window), "no cavity" (no cavity centre within TOL), "merged" (a centre was there
+    but the symmetry merge / separation dropped it), "dropped" (max_sites / max_energy)."""
+    trace: dict = {}
+    candidate_sites(host, ion, trace=trace)
+    lat = host.lattice.matrix
+    room = _nearest(host, ends)
+    dmin = default_min_distance(ion)
+    order = ("squeezed", "no cavity", "merged", "dropped")
+    worst = None
+    for k, (p, r) in enumerate(zip(ends, room)):
+        d = {st: _nearest_point(trace.get(st, np.zeros((0, 3))), p, lat) for st in ("centres", "distinct", "kept")}
+        if d["kept"] < TOL:
+            continue
+        if r < dmin:
+            cat = "squeezed"
+        elif d["centres"] >= TOL:
+            cat = "no cavity"
+        elif d["distinct"] >= TOL:
+            cat = "merged"
+        else:
+            cat = "dropped"
+        why = (f"{cat}: end point {k} has room {r:.2f} A (window {dmin:.2f}), nearest cavity centre "
+               f"{d['centres']:.2f} A, nearest site {d['kept']:.2f} A")
+        if worst is None or order.index(cat) < order.index(worst[0]):
+            worst = (cat, why)
+    return worst
+
+
+def _why_not(host: Structure, hops: list, ion: str, length: float, ends: np.ndarray, charged: bool) -> tuple[str, str]:
+    """(category, reason) of a miss."""
     if length > MAX_LENGTH:
-        return f"hop {length:.2f} A is longer than max_length {MAX_LENGTH} A"
+        return "too long", f"hop {length:.2f} A is longer than max_length {MAX_LENGTH} A"
     if charged:
-        room = _nearest(host, ends)
-        sites = np.array([s.frac_coords for s in hops[1] if s.specie.symbol == ion]) if hops else np.zeros((0, 3))
-        far = []
-        for p, r in zip(ends, room):
-            d = sites - p
-            d -= np.rint(d)
-            dist = float(np.min(np.linalg.norm(d @ host.lattice.matrix, axis=1))) if len(sites) else float("inf")
-            if dist >= TOL:
-                far.append(f"end point {dist:.2f} A from the nearest insertion site (room there {r:.2f} A)")
-        if far:
-            return "; ".join(far)
-        hops = hops[0]
+        miss = _site_miss(host, ion, ends)
+        if miss:
+            return miss
     near = min((abs(h.length - length) for h in hops), default=float("inf"))
-    return f"no enumerated hop maps onto it ({len(hops)} hops; closest length differs by {near:.2f} A)"
+    return "not matched", f"no enumerated hop maps onto it ({len(hops)} hops; closest length differs by {near:.2f} A)"
 
 
 def check(entry: DatasetBand) -> Outcome:
@@ -79,18 +116,21 @@ def check(entry: DatasetBand) -> Outcome:
     host, ion, kind = rebuild_host(band)
     ends = band.frac_coords[[0, 4]]
     length = float(np.linalg.norm(band.lattice.get_cartesian_coords(ends[1] - ends[0])))
+    cat, why = "", ""
     try:
         if kind == "discharged":
             hops = enumerate_hops(host, entry.sys_name, ion, max_length=MAX_LENGTH)
-            found = matching_hop(host, hops, ends[0], ends[1], tol=TOL)
-            why = "" if found else _why_not(host, hops, ion, length, ends, False)
         else:
-            filled, hops = insertion_hops(host, entry.sys_name, ion, max_length=MAX_LENGTH)
-            found = matching_hop(host, hops, ends[0], ends[1], tol=TOL)
-            why = "" if found else _why_not(host, (hops, filled), ion, length, ends, True)
+            _, hops = insertion_hops(host, entry.sys_name, ion, max_length=MAX_LENGTH)
+        found = matching_hop(host, hops, ends[0], ends[1], tol=TOL)
+        if not found:
+            cat, why = _why_not(host, hops, ion, length, ends, kind == "charged")
     except (HopError, SiteError) as exc:
         found, why = None, str(exc)
-    return Outcome(entry.sys_name, kind, found is not None, why, time.perf_counter() - t0)
+        cat = "timeout" if "timed out" in why else "error"
+        if kind == "charged" and (miss := _site_miss(host, ion, ends)):
+            cat, why = miss[0], f"{why}; {miss[1]}"
+    return Outcome(entry.sys_name, kind, found is not None, why, time.perf_counter() - t0, cat)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,15 +138,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help='print only {"discharged": {"n", "recovered"}, "charged": {...}}')
     ap.add_argument("--split", choices=("train", "test", "all"), default="all")
     ap.add_argument("--limit", type=int, default=None, help="first N entries only")
+    ap.add_argument("--only", choices=("discharged", "charged"), default=None, help="entries of one kind only")
     args = ap.parse_args(argv)
-    entries = [b for sp in (("train", "test") if args.split == "all" else (args.split,)) for b in load_bands(sp)]
+    entries = [(sp, b) for sp in (("train", "test") if args.split == "all" else (args.split,)) for b in load_bands(sp)]
+    if args.only:
+        entries = [(sp, b) for sp, b in entries if rebuild_host(b.band)[2] == args.only]
     entries = entries[: args.limit] if args.limit else entries
     t0 = time.perf_counter()
     outcomes = []
-    for k, e in enumerate(entries):
-        outcomes.append(check(e))
+    for k, (sp, e) in enumerate(entries):
+        o = check(e)
+        o.split = sp
+        outcomes.append(o)
         if not args.json:
-            o = outcomes[-1]
             print(f"[{k + 1}/{len(entries)}] {o.sys_name} {o.kind} {'ok' if o.recovered else 'MISS'} {o.seconds:.1f}s", file=sys.stderr)
     summary = {
         kind: {"n": sum(o.kind == kind for o in outcomes), "recovered": sum(o.kind == kind and o.recovered for o in outcomes)}
@@ -116,12 +160,22 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary))
         return 0
     for kind, s in summary.items():
-        frac = s["recovered"] / s["n"] if s["n"] else float("nan")
-        print(f"{kind}: {s['recovered']}/{s['n']} recovered ({100 * frac:.1f}%)")
+        if not s["n"]:
+            continue
+        mine = [o for o in outcomes if o.kind == kind]
+        splits = ", ".join(
+            f"{sp} {sum(o.recovered for o in mine if o.split == sp)}/{sum(o.split == sp for o in mine)}" for sp in ("train", "test")
+        )
+        secs = np.array([o.seconds for o in mine])
+        print(f"{kind}: {s['recovered']}/{s['n']} recovered ({100 * s['recovered'] / s['n']:.1f}%; {splits}); "
+              f"per hop {np.median(secs):.1f} s median, {secs.max():.1f} s max")
+        cats = Counter(o.category for o in mine if not o.recovered)
+        if cats:
+            print("  misses: " + ", ".join(f"{c} {n}" for c, n in cats.most_common()))
     print(f"time: {time.perf_counter() - t0:.0f} s for {len(outcomes)} entries (max_length {MAX_LENGTH} A, tol {TOL} A)")
     for o in outcomes:
         if not o.recovered:
-            print(f"MISS {o.kind} {o.sys_name}: {o.why}")
+            print(f"MISS {o.kind} {o.split} {o.sys_name}: {o.why}")
     return 0
 
 

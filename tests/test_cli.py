@@ -100,3 +100,18 @@ def test_launch_status_and_candidates_json(structures):
     listed = json.loads(_run("campaign", "list", "--json").stdout)
     assert [c["name"] for c in listed] == ["c"] and listed[0]["hosts"] == 2
     assert json.loads(_run("candidates", "c", "--json").stdout) == []
+
+
+def test_launch_max_hop_length_auto_or_a_length(structures):
+    _run("hosts", "add", str(structures / "olivine.cif"))
+    res = _run("campaign", "launch", "a", "--working-ion", "Na", "--max-hop-length", "auto")
+    assert res.exit_code == 0, res.stderr
+    from screener.store import Store
+
+    store = Store.connect()
+    assert store.campaigns.find_one({"_id": "a"})["config"]["max_hop_length"] == "auto"
+    store.close()
+    bad = _run("campaign", "launch", "b", "--working-ion", "Na", "--max-hop-length", "far")
+    assert bad.exit_code == 2 and "--max-hop-length" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    neg = _run("campaign", "launch", "b", "--working-ion", "Na", "--max-hop-length", "-1")
+    assert neg.exit_code == 2 and "max_hop_length" in neg.stderr

@@ -12,7 +12,7 @@ import pytest
 
 from _dataset import dataset_band
 from screener.hops import enumerate_hops, matching_hop
-from screener.sites import _nearest, default_min_distance
+from screener.sites import _nearest
 from screener.sources.dataset import load_bands
 
 _spec = importlib.util.spec_from_file_location("hop_recovery", Path(__file__).parents[1] / "scripts" / "hop_recovery.py")
@@ -50,21 +50,36 @@ def test_matching_hop_needs_the_right_hop():
     assert matching_hop(host, hops, ends[0], ends[0] + np.array([0.13, 0.0, 0.0])) is None
 
 
-def test_charged_spinel_hop_recovered():
-    out = hop_recovery.check(_entry("Co2O4_Ca"))  # empty spinel Co2O4, one Ca
+@pytest.mark.parametrize(
+    "sys_name",
+    # empty spinel Co2O4 (Ca), layered delta-V2O5 (Mg), alpha-V2O5 (Sr: its sites' orbits once
+    # held near-duplicate positions 0.2 A apart), perovskite-like NiF3 (Ca)
+    ["Co2O4_Ca", "d-V2O5_Mg", "a-V2O5_Sr", "NiF3_Ca"],
+)
+def test_charged_dataset_hop_recovered(sys_name):
+    out = hop_recovery.check(_entry(sys_name))
     assert out.kind == "charged"
     assert out.recovered, out.why
 
 
 def test_charged_olivine_dataset_end_points_are_not_sites():
     # the dataset's Li end points in charged FePO4 sit 1.73 A from O and 1.85 A from P (an origin
-    # shift in the source), below the Li window: no insertion site can be there, so this entry is a
-    # miss with that reason (the real site and the 3.0 A b-axis hop are found: see test_sites.py)
+    # shift in the source): no cavity of the framework is there, so this entry is a miss of the
+    # "no cavity" kind (the real site and the 3.0 A b-axis hop are found: see test_sites.py)
     band = dataset_band("O-FePO4_Li")
     host, ion, kind = hop_recovery.rebuild_host(band)
     assert kind == "charged"
-    room = _nearest(host, band.frac_coords[[0, 4]])
-    assert np.all(room < default_min_distance("Li"))
+    ends = band.frac_coords[[0, 4]]
+    assert np.all(_nearest(host, ends) < 1.9)
+    cat, why = hop_recovery._site_miss(host, ion, ends)
+    assert cat == "no cavity" and "\n" not in why and "nearest cavity centre" in why
+
+
+def test_charged_end_points_that_are_sites_are_no_site_miss():
+    band = dataset_band("d-V2O5_Mg")  # empty layered V2O5, one Mg: both end points are sites
+    host, ion, kind = hop_recovery.rebuild_host(band)
+    assert kind == "charged" and ion == "Mg"
+    assert hop_recovery._site_miss(host, ion, band.frac_coords[[0, 4]]) is None
 
 
 def test_json_output_keys(capsys):

@@ -1,4 +1,5 @@
-"""Hops on real hosts of the shipped dataset: keys, de-duplication, time box, hop network."""
+"""Hops on real hosts of the shipped dataset: keys (stable over order, cell and symprec),
+de-duplication, time box, hop network, percolating max_length."""
 
 from __future__ import annotations
 
@@ -7,13 +8,26 @@ import time
 
 import numpy as np
 import pytest
+from _dataset import dataset_band, dataset_host
 from pymatgen.analysis.diffusion.neb.pathfinder import DistinctPathFinder
 from pymatgen.core import Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+from test_hop_keys_slow import key_mismatches, key_variants
 
-from screener.hops import Hop, HopError, enumerate_hops, equivalent_hop_edges, hop_key
+from screener.hops import (
+    AUTO_CAP,
+    AUTO_MARGIN,
+    Hop,
+    HopError,
+    enumerate_hops,
+    equivalent_hop_edges,
+    hop_key,
+    percolation_length,
+)
+from screener.ranking import network_dimensionality
 
-from _dataset import dataset_band, dataset_host
+#: spinel, olivine, layered (Na), NASICON
+FAMILIES = ["LiCo2O4", "O-LiFePO4", "O3-NaCoO2", "Ca2.5V2P3O12"]
 
 
 def dataset_hop_length(sys_name: str) -> float:
@@ -167,3 +181,89 @@ def test_timeout_fallback_without_child_process(monkeypatch):
     assert time.perf_counter() - t0 < 0.5
     olivine_host, _ = dataset_host("O-LiFePO4")
     assert enumerate_hops(olivine_host, "O-LiFePO4", "Li")[0].multiplicity == 16  # unboxed result
+
+
+# ----------------------------------------------------------------------------- stable identity
+
+
+@pytest.mark.parametrize("sys_name", FAMILIES)
+def test_keys_invariant_over_order_cell_and_symprec(sys_name):
+    host, ion = dataset_host(sys_name)
+    variants = key_variants(host, sys_name, ion)
+    assert not isinstance(variants["symprec 0.1"], str) and variants["symprec 0.1"]
+    assert {"permuted sites", "2x1x1 primitive", "symprec 0.01", "symprec 0.2"} <= set(variants)
+    assert key_mismatches(host, sys_name, ion) == []
+
+
+def test_relaxed_spinel_gives_one_hop_at_every_symprec():
+    # DistinctPathFinder at 0.01 tells the four relaxed copies of the 8a-16c-8a hop apart; the
+    # identity is decided at HOP_SYMPREC, so every symprec gives the one Fd-3m hop and its key
+    host, ion = dataset_host("LiCo2O4")
+    ref = enumerate_hops(host, "LiCo2O4", ion)
+    assert len(DistinctPathFinder(host, ion, max_path_length=5.0, symprec=0.01).get_paths()) > 1
+    for sp in (0.01, 0.05, 0.2):
+        hops = enumerate_hops(host, "LiCo2O4", ion, symprec=sp)
+        assert [(h.hop_key, h.multiplicity, h.symprec) for h in hops] == [(ref[0].hop_key, 32, 0.1)]
+
+
+def test_keys_ignore_noise_that_averages_out():
+    # a 2x1x1 olivine whose two halves are displaced by +d and -d (random, 1e-3 A per site): the
+    # host averaged over its symmetry operations is the exact one, so every key is unchanged,
+    # although hashing the raw distances (0.02 A bins) would flip many of them
+    host, ion = dataset_host("O-LiFePO4")
+    ref = {h.hop_key for h in enumerate_hops(host, "O-LiFePO4", ion)}
+    sc = host * (2, 1, 1)  # lists the two copies of each site one after the other
+    d = np.random.default_rng(1).normal(scale=1e-3, size=(len(host), 3))
+    noisy = Structure.from_sites(sc)
+    for k, site in enumerate(sc):
+        shift = d[k // 2] if k % 2 == 0 else -d[k // 2]
+        noisy.replace(k, site.species, site.coords + shift, coords_are_cartesian=True)
+    assert np.allclose(sc.frac_coords[0] + [0.5, 0, 0], sc.frac_coords[1])
+    assert {h.hop_key for h in enumerate_hops(noisy, "O-LiFePO4", ion)} == ref
+
+
+# ----------------------------------------------------------------------------- percolating max_length
+
+
+def _ion_network_dimensionality(host: Structure, ion: str, radius: float) -> int:
+    """pymatgen's Larsen dimensionality of the graph of all ion-ion pairs within radius."""
+    ions = Structure.from_sites([s for s in host if s.specie.symbol == ion])
+    c, p, images, _ = ions.get_neighbor_list(radius)
+    edges = [(int(i), int(j), tuple(int(x) for x in im), "") for i, j, im in zip(c, p, images)]
+    return network_dimensionality(ions, edges)
+
+
+def test_percolation_length_of_olivine():
+    # Li in olivine: 1D channels along b (3.0 A hops); the network first spans 3D at 5.62 A
+    host, ion = dataset_host("O-LiFePO4")
+    length, dim = percolation_length(host, ion)
+    assert dim == 3 and 5.0 < length < AUTO_CAP
+    assert _ion_network_dimensionality(host, ion, dataset_hop_length("O-LiFePO4") + 0.05) == 1
+    assert _ion_network_dimensionality(host, ion, length - 1e-3) < 3
+    assert _ion_network_dimensionality(host, ion, length + 1e-3) == 3
+    assert percolation_length(host, ion, cap=4.0) == (pytest.approx(dataset_hop_length("O-LiFePO4"), abs=0.01), 1)
+    assert percolation_length(host, ion, cap=2.0) == (None, 0)
+
+
+@pytest.mark.parametrize("sys_name", FAMILIES)
+def test_auto_max_length_keeps_the_fixed_hops_and_percolates(sys_name):
+    host, ion = dataset_host(sys_name)
+    fixed = enumerate_hops(host, sys_name, ion)
+    auto = enumerate_hops(host, sys_name, ion, max_length="auto")
+    length, dim = percolation_length(host, ion)
+    assert dim == 3 and max(h.length for h in auto) <= length + AUTO_MARGIN + 1e-6
+    assert {h.hop_key for h in fixed} <= {h.hop_key for h in auto}  # same hops, same keys
+    # the auto hops and their symmetric copies alone connect the host in 3D
+    assert network_dimensionality(host, equivalent_hop_edges(host, ion, auto)) == 3
+
+
+def test_auto_max_length_on_spinel_is_the_one_percolating_hop():
+    host, ion = dataset_host("LiCo2O4")
+    auto = enumerate_hops(host, "LiCo2O4", ion, max_length="auto")
+    assert len(auto) == 1 and abs(auto[0].length - dataset_hop_length("LiCo2O4")) < 0.02
+
+
+def test_bad_max_length_raises_one_line():
+    host, ion = dataset_host("O-LiFePO4")
+    with pytest.raises(HopError, match=r"^O-LiFePO4: max_length must be a positive number of Angstrom or 'auto', not 'far'$"):
+        enumerate_hops(host, "O-LiFePO4", ion, max_length="far")

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from _dataset import dataset_host
-from screener.sites import SiteError, candidate_sites, default_min_distance, insertion_hops, insertion_sites
+from _dataset import dataset_band, dataset_host
+from screener.hops import enumerate_hops
+from screener.sites import (
+    SiteEnergy, SiteError, _fill, _nearest, candidate_sites, default_min_distance, insertion_hops, insertion_sites, site_hops,
+)
 
 
 def _empty_olivine() -> Structure:
@@ -17,9 +20,16 @@ def _empty_olivine() -> Structure:
     return host
 
 
+def _periodic_distance(structure: Structure, points: np.ndarray, p: np.ndarray) -> float:
+    d = points - p
+    d -= np.rint(d)
+    return float(np.min(np.linalg.norm(d @ structure.lattice.matrix, axis=1)))
+
+
 def test_olivine_fepo4_li_site_is_the_inversion_centre():
     fw = _empty_olivine()
     sites = candidate_sites(fw, "Li")
+    assert [s.energy for s in sites] == sorted(s.energy for s in sites)
     # the olivine Li site (4a, Li-O ~2.2 A in six-fold coordination) is among the best three
     octa = []
     for _, orbit in sites[:3]:
@@ -47,6 +57,47 @@ def test_olivine_fepo4_b_axis_hop_found():
     assert any(abs(h.length - 3.0) < 0.05 for h in along_b)
 
 
+@pytest.mark.parametrize(
+    "sys_name",
+    ["Mn2O4_Zn", "d-V2O5_Mg", "TiS2_Ca", "NiF3_Ca"],  # spinel oxide, layered V2O5, layered sulfide, perovskite fluoride
+)
+def test_charged_dataset_end_points_are_sites(sys_name):
+    band = dataset_band(sys_name)
+    ion = band[0].specie.symbol
+    host = Structure.from_sites(list(band)[5:])
+    assert ion not in {el.symbol for el in host.composition.elements}
+    sites = candidate_sites(host, ion)
+    points = np.vstack([s.orbit for s in sites])
+    for end in (0, 4):  # both DFT-NEB end points are within 0.3 A of an insertion site
+        assert _periodic_distance(host, points, band[end].frac_coords) < 0.3
+
+
+def test_site_hops_are_the_hops_enumerate_hops_finds():
+    # same hops, same keys as DistinctPathFinder's route on the filled host (the store dedupes by key)
+    fw = _empty_olivine()
+    filled, reps = _fill(fw, "Li", candidate_sites(fw, "Li")[:2])
+    mine = site_hops(filled, "O-FePO4", "Li", reps, max_length=4.5)
+    ref = enumerate_hops(filled, "O-FePO4", "Li", max_length=4.5)
+    assert mine and {h.hop_key for h in mine} == {h.hop_key for h in ref}
+    assert sorted(round(h.length, 3) for h in mine) == sorted(round(h.length, 3) for h in ref)
+
+
+def test_site_energy_is_a_well_at_a_dft_site():
+    # Mg at the relaxed end point of the d-V2O5 band: bound (negative energy), and pushing it
+    # 0.4 A towards its nearest O costs energy (the Morse wall), as does pulling it 0.4 A away
+    band = dataset_band("d-V2O5_Mg")
+    host = Structure.from_sites(list(band)[5:])
+    bvse = SiteEnergy(host, "Mg")
+    x = band[0].frac_coords
+    e0 = float(bvse.energy(x)[0])
+    assert e0 < 0
+    o = min((n for n in host.get_neighbors(band[0], 3.0) if n.specie.symbol == "O"), key=lambda n: n.nn_distance)
+    u = (o.coords - band[0].coords) / o.nn_distance
+    for sign in (1, -1):
+        moved = host.lattice.get_fractional_coords(band[0].coords + sign * 0.4 * u)
+        assert float(bvse.energy(moved)[0]) > e0
+
+
 def test_host_that_already_holds_the_ion_is_refused():
     host, ion = dataset_host("O-LiFePO4")
     with pytest.raises(SiteError) as err:
@@ -67,10 +118,11 @@ def test_max_sites_and_min_distance():
     fw = _empty_olivine()
     one = insertion_sites(fw, "Li", max_sites=1)
     assert 0 < one.composition["Li"] <= 32
+    every = insertion_sites(fw, "Li")
+    assert every.composition["Li"] > one.composition["Li"]
     # every inserted ion keeps its distance to the framework
-    li = [s for s in one if s.specie.symbol == "Li"]
-    for s in li:
-        nearest = min(n.nn_distance for n in one.get_neighbors(s, 3.0) if n.specie.symbol != "Li")
-        assert nearest >= default_min_distance("Li") - 1e-6
+    li = [s for s in every if s.specie.symbol == "Li"]
+    room = _nearest(fw, np.array([s.frac_coords for s in li]))
+    assert np.all(room >= default_min_distance("Li") - 1e-6)
     with pytest.raises(SiteError):
         insertion_sites(fw, "Li", min_distance=3.5)
