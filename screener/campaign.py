@@ -88,12 +88,13 @@ def chunk_hosts(store: Store, campaign: str, chunk: int, state: str) -> Iterator
     yield from sorted(docs, key=lambda d: d["_id"])
 
 
-def host_ions(host_doc: dict, working_ion: str) -> list[str]:
-    """Ions to screen a host for: the given one, or with "auto" every known ion it contains."""
+def host_ions(host_doc: dict, working_ion: str, insertion: bool = False) -> list[str]:
+    """Ions to screen a host for: the given one, or with "auto" every known ion it contains.
+    insertion=True also takes hosts without the given ion (its insertion sites are found)."""
     elements = set(host_doc.get("elements") or [])
     if working_ion == "auto":
         return [ion for ion in KNOWN_IONS if ion in elements]
-    return [working_ion] if working_ion in elements else []
+    return [working_ion] if insertion or working_ion in elements else []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,7 +165,7 @@ def launch_campaign(
     pairs = []
     skipped = 0
     for d in sorted(host_docs, key=lambda d: d["_id"]):
-        ions = host_ions(d, config.working_ion)
+        ions = host_ions(d, config.working_ion, config.insertion)
         if not ions:
             skipped += 1
         pairs.extend((d["_id"], ion) for ion in ions)

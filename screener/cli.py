@@ -101,7 +101,7 @@ def _add_hosts(store, hosts, errors, working_ion: str | None) -> tuple[int, int,
         if working_ion and not host.has_ion(working_ion):
             messages.append(
                 f"{host.name}: no {working_ion} in host {host.formula} "
-                "(insertion sites in empty hosts are not supported yet)"
+                "(to screen empty hosts, add them without --working-ion and launch with --insertion)"
             )
             continue
         keep.append(host)
@@ -254,6 +254,7 @@ def campaign_launch(
     ] = "5.0",
     model: Annotated[str, typer.Option("--model", help="Shipped model name or checkpoint path.")] = "default",
     gpu: Annotated[bool, typer.Option("--gpu", help="Route inference to GPU workers.")] = False,
+    insertion: Annotated[bool, typer.Option("--insertion", help="Also screen hosts without the ion (charged frameworks): hops between its insertion sites.")] = False,
     db: DbOpt = None,
     launchpad: LpOpt = None,
 ) -> None:
@@ -270,7 +271,7 @@ def campaign_launch(
                 raise ValueError(f"--max-hop-length: expected a length in Angstrom or auto, got {max_hop_length!r}") from None
         config = ScreenerConfig(
             working_ion=working_ion, threshold_ev=threshold, chunk_size=chunk,
-            max_hop_length=length, model=model, gpu=gpu,
+            max_hop_length=length, model=model, gpu=gpu, insertion=insertion,
         )
     except ValueError as exc:
         _fail(str(exc), 2)

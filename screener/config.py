@@ -38,6 +38,9 @@ class ScreenerConfig:
     max_hop_length: float | str = 5.0
     """Longest hop enumerated (Angstrom), or "auto": per host, the shortest length at which the ion's
     hop network percolates (3D if it can within 6.5 A) plus 0.25 A (screener.hops.percolation_length)."""
+    insertion: bool = False
+    """Also screen hosts without the working ion (charged, empty frameworks): hops between its
+    insertion sites (screener.sites). Needs an explicit working ion (not "auto")."""
     symprec: float = 0.1
     """Symmetry tolerance used to find distinct hops; recorded with each hop."""
     hop_timeout_s: float = 60.0
@@ -58,6 +61,8 @@ class ScreenerConfig:
             raise ValueError(
                 f"unknown working ion {self.working_ion!r}; known: {', '.join(KNOWN_IONS)} or auto"
             )
+        if self.insertion and self.working_ion == "auto":
+            raise ValueError("insertion needs an explicit working ion, not auto")
         if isinstance(self.max_hop_length, str):
             if self.max_hop_length.strip().lower() != "auto":
                 raise ValueError(f"max_hop_length must be a length in Angstrom or auto, got {self.max_hop_length!r}")

@@ -211,3 +211,35 @@ def test_killed_again_and_again_still_converges(tmp_path, hosts, reference, stor
     assert _snapshot(store, "t") == ref
     assert set(campaign_status(store, "t")["fireworks"]) == {"COMPLETED"}
     store.close()
+
+
+def test_insertion_campaign_screens_an_empty_framework(store_location):
+    """--insertion: a host without the ion (charged olivine FePO4) gets hops between Li insertion
+    sites, interstitial bands (one Li, the empty host) and predictions; the b-axis hop is there."""
+    from screener.bands import band_from_doc
+    from screener.hosts import host_from_structure
+
+    from _dataset import dataset_host
+
+    fw, ion = dataset_host("O-FePO4_Li")
+    fw.remove_species([ion])
+    host = host_from_structure(fw, "FePO4-empty", {"kind": "test"})
+    store = Store.connect(db=store_location())
+    store.ensure_indexes()
+    store.insert_new("hosts", [host.to_doc()])
+    report = launch_campaign(store, "ins", ScreenerConfig(working_ion="Li", insertion=True, max_hop_length=3.2))
+    assert report.new_hosts == 1 and report.skipped_hosts == 0
+    run_campaign(store, "ins", workers=1)
+    ch = store.campaign_hosts.find_one({"campaign": "ins"})
+    assert ch["state"] == "done", ch.get("error")
+    hops = list(store.hops.find({"_id": {"$in": ch["hop_keys"]}}))
+    assert any(abs(h["length"] - 3.0) < 0.05 for h in hops)
+    band = band_from_doc(hops[0]["band"])
+    assert band.composition["Li"] == 5 and all(s.specie.symbol != "Li" for s in band.sites[5:])
+    assert store.predictions.count_documents({"hop_key": {"$in": ch["hop_keys"]}}) == len(hops)
+    # without --insertion the same host is not part of a Li campaign
+    plain = launch_campaign(store, "plain", ScreenerConfig(working_ion="Li"))
+    assert plain.new_hosts == 0 and plain.skipped_hosts == 1
+    with pytest.raises(ValueError, match="explicit working ion"):
+        ScreenerConfig(working_ion="auto", insertion=True)
+    store.close()

@@ -49,21 +49,23 @@ class EnumerateHopsTask(_ChunkTask):
 
     def run_task(self, fw_spec: dict[str, Any]) -> FWAction:
         from screener.hops import enumerate_hops
+        from screener.sites import insertion_hops
 
         ctx = self.context(fw_spec)
         cfg = ctx.config
         done = failed = 0
         for ch in chunk_hosts(ctx.store, self["campaign"], self["chunk"], state="pending"):
             host = Host.from_doc(ctx.store.hosts.find_one({"_id": ch["host_id"]}))
+            ion = ch["working_ion"]
             try:
-                hops = enumerate_hops(
-                    host.structure,
-                    host.host_id,
-                    ch["working_ion"],
-                    max_length=cfg.max_hop_length,
-                    symprec=cfg.symprec,
-                    timeout_s=cfg.hop_timeout_s,
-                )
+                if host.has_ion(ion):
+                    hops = enumerate_hops(host.structure, host.host_id, ion,
+                                          max_length=cfg.max_hop_length, symprec=cfg.symprec,
+                                          timeout_s=cfg.hop_timeout_s)
+                else:  # an empty (charged) framework: hops between the ion's insertion sites
+                    length = 6.5 if cfg.max_hop_length == "auto" else cfg.max_hop_length
+                    _, hops = insertion_hops(host.structure, host.host_id, ion, max_length=length,
+                                             symprec=cfg.symprec, timeout_s=cfg.hop_timeout_s)
             except Exception as exc:  # one host's problem never stops its chunk
                 ctx.set_host_state(ch["_id"], "failed", error=_one_line(exc), stage="hops")
                 failed += 1
