@@ -4,7 +4,8 @@ Measures the shipped (or given) model on the dataset's bands, as the engine runs
 process, and through the engine's Dask path (a LocalCluster of --workers processes, batches of
 --batch bands, the model loaded once per worker; cluster start-up reported separately).
 
-    python scripts/bench_inference.py [--model default] [--repeat 4] [--workers 2] [--batch 64] [--json]
+    python scripts/bench_inference.py [--model default] [--repeat 4] [--workers 2] [--batch 64]
+        [--bands all|test] [--threads 1] [--json]
 """
 
 from __future__ import annotations
@@ -25,10 +26,17 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=4, help="passes over the 619 dataset bands")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--bands", choices=["all", "test"], default="all",
+                    help="all 619 dataset bands, or the 60 test bands (for the slow graph models)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads in the single process")
     ap.add_argument("--json", action="store_true", help="print one JSON document")
     args = ap.parse_args()
 
-    docs = [band_to_doc(b.band) for split in ("train", "test") for b in load_bands(split)]
+    import torch
+
+    torch.set_num_threads(args.threads)  # Dask workers get 1 thread each (OMP_NUM_THREADS=1)
+    splits = ("test",) if args.bands == "test" else ("train", "test")
+    docs = [band_to_doc(b.band) for split in splits for b in load_bands(split)]
     docs = docs * args.repeat
     n = len(docs)
 

@@ -21,7 +21,7 @@ def test_split() -> tuple[list[Structure], np.ndarray]:
 
 @pytest.fixture(scope="module")
 def default_model() -> DescriptorModel:
-    return load_model("default")
+    return load_model("descriptor-et")
 
 
 def test_default_predicts_finite(default_model, test_split):
