@@ -65,52 +65,36 @@ def _find_site(structure: Structure, ion: str, frac: np.ndarray) -> int | None:
 
 
 def build_band(structure: Structure, hop: Hop, *, min_length: float = 8.0, max_sites: int = 1200) -> Structure:
-    """The band of a vacancy hop: 5 band sites of the ion, then the host without the ion on the
-    two end sites (in a host without the ion, an interstitial hop: the empty host after the 5 sites), in a diagonal supercell whose lattice lengths and periodic-image distance are
-    >= min_length (so the ion doesn't see its own image). BandError past max_sites."""
+    """The band of a hop: 5 band sites of the ion, then the host, in a diagonal supercell whose
+    lattice lengths and periodic-image distance are >= min_length (so the ion doesn't see its own
+    image). In a host with the ion (a vacancy hop) the host loses the ion on the two end sites; in a
+    host without it (an interstitial hop in a charged, empty framework, the layout of the dataset's
+    charged entries) the host is the empty framework. BandError past max_sites."""
     ion = hop.working_ion
     isite = np.asarray(hop.isite, float)
     esite = np.asarray(hop.esite, float)
-    if not any(s.specie.symbol == ion for s in structure):
-        return _insertion_band(structure, hop, min_length, max_sites)
-    if _find_site(structure, ion, isite) is None:
+    vacancy = any(s.specie.symbol == ion for s in structure)
+    if vacancy and _find_site(structure, ion, isite) is None:
         raise BandError(f"{hop.hop_key}: host has no {ion} site at the initial site {np.round(isite, 4).tolist()}")
-    if _find_site(structure, ion, esite) is None:
+    if vacancy and _find_site(structure, ion, esite) is None:
         raise BandError(f"{hop.hop_key}: host has no {ion} site at the final site {np.round(esite, 4).tolist()}")
     n = supercell_scaling(structure, hop, min_length)
-    nsites = int(np.prod(n)) * len(structure) + 3
+    nsites = int(np.prod(n)) * len(structure) + (3 if vacancy else 5)
     if nsites > max_sites:
         raise BandError(f"{hop.hop_key}: band would have {nsites} sites (supercell {n}) > max_sites {max_sites}")
     sc = structure.copy()
     sc.make_supercell(n)
     p0, p4 = isite / n, esite / n
-    k0, k4 = _find_site(sc, ion, p0), _find_site(sc, ion, p4)
-    if k0 is None or k4 is None or k0 == k4:
-        raise BandError(f"{hop.hop_key}: end sites not distinct in supercell {n}")
-    sc.remove_sites([k0, k4])
+    if vacancy:
+        k0, k4 = _find_site(sc, ion, p0), _find_site(sc, ion, p4)
+        if k0 is None or k4 is None or k0 == k4:
+            raise BandError(f"{hop.hop_key}: end sites not distinct in supercell {n}")
+        sc.remove_sites([k0, k4])
     steps = [p0 + (p4 - p0) * t / 4 for t in range(5)]
     steps[4] = p4  # exact end point, not p0 + (p4 - p0)
     species = [ion] * 5 + [s.species for s in sc]
     coords = np.vstack([np.array(steps), sc.frac_coords])
     return Structure(sc.lattice, species, coords)
-
-
-def _insertion_band(structure: Structure, hop: Hop, min_length: float, max_sites: int) -> Structure:
-    """The band of an interstitial hop in a host without the ion (a charged, empty framework): the
-    5 band sites of the one inserted ion, then the empty host, in the same supercell as a vacancy
-    band (the dataset's charged entries have exactly this layout)."""
-    isite, esite = np.asarray(hop.isite, float), np.asarray(hop.esite, float)
-    n = supercell_scaling(structure, hop, min_length)
-    nsites = int(np.prod(n)) * len(structure) + 5
-    if nsites > max_sites:
-        raise BandError(f"{hop.hop_key}: band would have {nsites} sites (supercell {n}) > max_sites {max_sites}")
-    sc = structure.copy()
-    sc.make_supercell(n)
-    p0, p4 = isite / n, esite / n
-    steps = [p0 + (p4 - p0) * t / 4 for t in range(5)]
-    steps[4] = p4
-    species = [hop.working_ion] * 5 + [s.species for s in sc]
-    return Structure(sc.lattice, species, np.vstack([np.array(steps), sc.frac_coords]))
 
 
 def band_endpoints(band: Structure) -> tuple[Structure, Structure]:

@@ -328,7 +328,7 @@ def blend_cmd(
     info = {"components": {c: score(y[keep], means[i], stds[i]) for i, c in enumerate(components)},
             "n_oof": int(keep.sum())}
     model = BlendModel.fit_on_oof(components, y[keep], means, stds, load_folds()[keep], name=name,
-                                  info=info)
+                                  info=info, models=models)
     model.save(out)
     oof = model.info["oof"]
     # the test split is scored once, after the weight is fixed (it chose nothing)

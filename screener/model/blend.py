@@ -116,9 +116,11 @@ class BlendModel(BarrierModel):
     @classmethod
     def fit_on_oof(cls, components: Sequence[str], y: np.ndarray, oof_means: np.ndarray,
                    oof_stds: np.ndarray, folds: np.ndarray, *, name: str = "blend",
-                   info: dict[str, Any] | None = None) -> "BlendModel":
+                   info: dict[str, Any] | None = None,
+                   models: Sequence[BarrierModel] | None = None) -> "BlendModel":
         """Fit the weight of two components on their OOF predictions (rows = components) over the
-        training split; store the nested-CV OOF of the blend (info["oof"]) for `--split cv`."""
+        training split; store the nested-CV OOF of the blend (info["oof"]) for `--split cv`.
+        ``models``: the components already loaded (else they are loaded from ``components``)."""
         if len(components) != 2:
             raise ValueError("fit_on_oof blends exactly two components")
         y, means, stds = np.asarray(y, float), np.asarray(oof_means, float), np.asarray(oof_stds, float)
@@ -134,7 +136,7 @@ class BlendModel(BarrierModel):
         oof = {"y": y.tolist(), "mean": nested.tolist(),
                "std": calibrated_std(raw, scale, NOISE_FLOOR_EV).tolist(), "fold_weights": fold_ws}
         return cls(components, weights, std_scale=scale, name=name,
-                   info={**(info or {}), "oof": oof})
+                   info={**(info or {}), "oof": oof}, models=models)
 
     def save(self, path: Path) -> Path:
         """Write the blend (component names + ids, weights, calibration); model_id = name@hash."""
