@@ -17,6 +17,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from screener.cli_common import fail as _fail
+from screener.cli_common import open_store as _store
+
 app = typer.Typer(
     help="High-throughput screening of ionic migration barriers (E_m) in battery materials.",
     no_args_is_help=True,
@@ -48,6 +51,7 @@ def _register_followup_cmd() -> None:
 
 _register_followup_cmd()
 
+
 out = Console()
 if not out.is_terminal:  # piped or captured: don't squeeze tables into 80 columns
     out = Console(width=120)
@@ -62,22 +66,6 @@ LpOpt = Annotated[
     typer.Option("--launchpad", help="FireWorks my_launchpad.yaml: use its MongoDB database."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
-
-
-def _store(db: str | None, launchpad: Path | None):
-    from screener.store import Store, StoreError
-
-    try:
-        store = Store.connect(db=db, launchpad=launchpad)
-        store.ensure_indexes()
-        return store
-    except StoreError as exc:
-        _fail(str(exc))
-
-
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def _print_json(obj: Any) -> None:

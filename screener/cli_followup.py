@@ -13,21 +13,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
-    raise typer.Exit(code)
-
-
-def _store(db: str | None, launchpad: Path | None):
-    from screener.store import Store, StoreError
-
-    try:
-        store = Store.connect(db=db, launchpad=launchpad)
-        store.ensure_indexes()
-        return store
-    except StoreError as exc:
-        _fail(str(exc))
+from screener.cli_common import fail as _fail
+from screener.cli_common import open_store as _store
 
 
 def followup_cmd(

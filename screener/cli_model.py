@@ -14,17 +14,14 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from screener.cli_common import fail as _fail
+
 model_app = typer.Typer(help="Evaluate, use, pre-train and fine-tune barrier models.",
                         no_args_is_help=True)
 
 ModelOpt = Annotated[str, typer.Option("--model", help="Shipped model name, 'default' or checkpoint path.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")]
 SCORE_KEYS = ("n", "mae", "r2", "accuracy", "precision_good", "recall_good", "coverage90")
-
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
-    raise typer.Exit(code)
 
 
 def _load(model: str):
@@ -273,6 +270,10 @@ def finetune_cmd(
     out: Annotated[Path | None, typer.Option("--out", help="Folder (default $SCREENER_HOME/training/finetune).")] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Most epochs per member.")] = 40,
     patience: Annotated[int, typer.Option("--patience", help="Early stop after N epochs without a better validation MAE.")] = 10,
+    anneal_epochs: Annotated[int, typer.Option("--anneal-epochs", help="Then N epochs with the lr cosine-annealed to --lr-min.")] = 0,
+    lr_min: Annotated[float, typer.Option("--lr-min", help="Learning rate at the end of the annealing.")] = 1e-5,
+    select: Annotated[str, typer.Option("--select", help="Weights a member keeps: best (lowest validation MAE on its fold) or last (final epoch; CV free of selection).")] = "best",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the members' output layers and shuffling (another seed: another ensemble to merge).")] = 0,
     members: Annotated[int | None, typer.Option("--members", help="Train members for the first N folds only.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
     lr: Annotated[float, typer.Option("--lr")] = 5e-4,
@@ -288,7 +289,8 @@ def finetune_cmd(
     from screener.model.finetune import FinetuneConfig, finetune
 
     cfg = FinetuneConfig(pretrained=str(pretrained or ""), out_dir=str(out or ""), epochs=epochs,
-                         patience=patience, members=members, batch_size=batch_size, lr=lr,
+                         patience=patience, anneal_epochs=anneal_epochs, lr_min=lr_min, select=select, seed=seed,
+                         members=members, batch_size=batch_size, lr=lr,
                          log_target=log_target, readout=readout, limit=limit,
                          budget_minutes=budget_minutes,
                          threads=threads, name=name, device=device)
@@ -299,21 +301,52 @@ def finetune_cmd(
     typer.echo(json.dumps(summary, default=str))
 
 
+@model_app.command("merge")
+def merge_cmd(
+    models: Annotated[list[str], typer.Option("--model", help="ALIGNN ensembles (checkpoint paths or shipped names) trained on the same folds, e.g. with other --seed.")],
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint file to write (.joblib); metrics go beside it.")],
+    name: Annotated[str, typer.Option("--name", help="Model name.")] = "alignn",
+    as_json: JsonOpt = False,
+) -> None:
+    """Merge fine-tuning runs into one ensemble: out-of-fold predictions averaged, spread re-calibrated."""
+    from screener.model.alignn_model import AlignnModel
+    from screener.model.finetune import merge_ensembles, merged_metrics
+
+    loaded = [_load(m) for m in models]
+    if bad := [m for m, x in zip(models, loaded) if not isinstance(x, AlignnModel)]:
+        _fail(f"--model {bad[0]}: not an ALIGNN ensemble", 2)
+    try:
+        model = merge_ensembles(loaded, name=name)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    model.save(out)
+    metrics = merged_metrics(model)
+    Path(out).with_suffix(".metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    summary = {"model": str(out), "model_id": model.model_id, "members": len(model.networks),
+               "test": metrics["test"], "grouped_cv": metrics["grouped_cv"]}
+    typer.echo(json.dumps(summary) if as_json else json.dumps(summary, indent=1))
+
+
 @model_app.command("blend")
 def blend_cmd(
     components: Annotated[list[str], typer.Option("--component", help="Two models (shipped names or checkpoint paths), in order.")],
     out: Annotated[Path, typer.Option("--out", help="Checkpoint file to write (.joblib).")],
     name: Annotated[str, typer.Option("--name", help="Model name.")] = "blend",
+    objective: Annotated[str, typer.Option("--objective", help="mse (weights the high barriers R2 is made of) or mae.")] = "mse",
+    gate: Annotated[bool, typer.Option("--gate/--no-gate", help="Let the weight change at a gate on the second model's prediction.")] = True,
     as_json: JsonOpt = False,
 ) -> None:
-    """Blend two models with the weight that minimises their host-grouped out-of-fold MAE on the
-    training split; the stored CV score is nested (each fold's weight from the other folds)."""
-    from screener.model.blend import BlendModel
+    """Blend two models with the gate and weights that minimise their host-grouped out-of-fold
+    MSE (or MAE) on the training split; the stored CV score is nested (each fold's gate and
+    weights from the other folds)."""
+    from screener.model.blend import GATE_GRID, OBJECTIVES, BlendModel
     from screener.model.descriptor_model import load_folds
     from screener.model.metrics import bootstrap_accuracy_ci, score
 
     if len(components) != 2:
         _fail(f"--component: give exactly two models, got {len(components)}", 2)
+    if objective not in OBJECTIVES:
+        _fail(f"--objective: {objective!r} is not one of {', '.join(OBJECTIVES)}", 2)
     models = [_load(c) for c in components]
     try:
         oofs = [train_oof(m) for m in models]
@@ -328,6 +361,7 @@ def blend_cmd(
     info = {"components": {c: score(y[keep], means[i], stds[i]) for i, c in enumerate(components)},
             "n_oof": int(keep.sum())}
     model = BlendModel.fit_on_oof(components, y[keep], means, stds, load_folds()[keep], name=name,
+                                  objective=objective, gates=GATE_GRID if gate else (None,),
                                   info=info, models=models)
     model.save(out)
     oof = model.info["oof"]
@@ -337,12 +371,14 @@ def blend_cmd(
     test["accuracy_ci95"] = list(bootstrap_accuracy_ci(y_t, mu_t))
     summary = {"model": str(out), "model_id": model.model_id, "class": "screener.model.blend:BlendModel",
                "components": list(components), "component_ids": model.component_ids,
-               "weights": model.weights.tolist(), "fold_weights": oof["fold_weights"],
+               "weights": model.weights.tolist(), "gate_ev": model.gate_ev,
+               "weights_above": model.weights_above.tolist(), "objective": objective,
+               "fold_weights": oof["fold_weights"], "fold_rules": oof["fold_rules"],
                "std_scale": model.std_scale, "test": test,
                "grouped_cv": score(oof["y"], oof["mean"], oof["std"]),
                "components_cv": info["components"],
-               "selection": "weight chosen on host-grouped out-of-fold predictions of bands-train.json; "
-                            "grouped_cv is nested (each fold's weight from the other four folds); "
+               "selection": "gate and weights chosen on host-grouped out-of-fold predictions of bands-train.json; "
+                            "grouped_cv is nested (each fold's gate and weights from the other four folds); "
                             "bands-test.json scored once"}
     Path(out).with_suffix(".metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
     typer.echo(json.dumps(summary) if as_json else json.dumps(summary, indent=1))

@@ -180,6 +180,33 @@ def recover_lost_runs(store: Store, campaign: str) -> list[int]:
     return sorted(set(lost))
 
 
+def launch_until_done(store: Store, fworker: Any, launch_dir: Path, max_fireworks: int | None = None,
+                      after_each: Callable[[], Any] | None = None) -> int:
+    """Launch the Fireworks fworker may run, one at a time, until none is ready (or max_fireworks
+    ran); returns how many ran. The tasks reopen the store (a server's password travels by
+    environment, not the database), FireWorks' chatter goes to the log file, the cwd is restored."""
+    from fireworks.core.rocket_launcher import rapidfire
+
+    lp = store.launchpad()
+    ran = 0
+    with contextlib.ExitStack() as stack:
+        if store.mode == "mongodb" and store.uri:
+            stack.enter_context(_environ("SCREENER_DB", store.uri))
+        cwd = os.getcwd()
+        stack.enter_context(contextlib.redirect_stdout(fireworks_log(screener_home())))
+        try:
+            while lp.run_exists(fworker):
+                rapidfire(lp, fworker, m_dir=str(launch_dir), nlaunches=1, strm_lvl="ERROR")
+                ran += 1
+                if after_each is not None:
+                    after_each()
+                if max_fireworks is not None and ran >= max_fireworks:
+                    break
+        finally:
+            os.chdir(cwd)
+    return ran
+
+
 def run_campaign(
     store: Store,
     campaign: str,
@@ -195,7 +222,6 @@ def run_campaign(
     else on a LocalCluster of ``workers`` processes started here. Returns the Firework states.
     """
     from fireworks import FWorker
-    from fireworks.core.rocket_launcher import rapidfire
 
     from screener.campaign import get_campaign
     from screener.inference import dask_client
@@ -227,19 +253,6 @@ def run_campaign(
                     "screener_store": store.spec(secrets=False),
                 },
             )
-            if store.mode == "mongodb" and store.uri:
-                # the tasks reopen the store; the password travels by environment, not the database
-                stack.enter_context(_environ("SCREENER_DB", store.uri))
-            cwd = os.getcwd()
-            stack.enter_context(contextlib.redirect_stdout(fireworks_log(screener_home())))
-            try:
-                while lp.run_exists(fworker):
-                    rapidfire(lp, fworker, m_dir=str(launch_dir), nlaunches=1, strm_lvl="ERROR")
-                    ran += 1
-                    if on_progress is not None:
-                        on_progress(fireworks_states(store, campaign))
-                    if max_fireworks is not None and ran >= max_fireworks:
-                        break
-            finally:
-                os.chdir(cwd)
+            report = (lambda: on_progress(fireworks_states(store, campaign))) if on_progress else None
+            ran = launch_until_done(store, fworker, launch_dir, max_fireworks, report)
     return {"ran": ran, "lost_rerun": lost, "fireworks": fireworks_states(store, campaign)}

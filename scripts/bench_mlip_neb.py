@@ -30,6 +30,7 @@ import numpy as np
 
 from screener.config import DEFAULT_THRESHOLD_EV
 from screener.followups.mlip_neb import MlipNebSettings, run_mlip_neb
+from screener.model.base import DEFAULT_MODEL
 from screener.model.metrics import bootstrap_accuracy_ci, score
 from screener.sources.dataset import DATASET_DIR, jarvis_to_structure
 
@@ -137,8 +138,8 @@ def _num(text: str) -> float | None:
     return float(text) if text.strip() else None
 
 
-def _descriptor_predictions(names: list[str]) -> dict[str, float]:
-    """The shipped screening model on the same test bands (reported, never tuned on)."""
+def _screening_predictions(names: list[str]) -> dict[str, float]:
+    """The shipped default screening model on the same test bands (reported, never tuned on)."""
     from screener.model.base import load_model
     from screener.sources.dataset import load_bands
 
@@ -158,7 +159,7 @@ def _parity(rows: list[dict], path: Path) -> Path:
     for key, lab, mk in (("chgnet_neb_ev", "CHGNet-NEB (this work)", "o"),
                          ("mace_relax_ev", "MACE-MP-0 NEB (paper)", "s"),
                          ("model3_ev", "MODEL-3 ALIGNN (paper)", "^"),
-                         ("descriptor_et_ev", "descriptor-et (shipped)", "x")):
+                         ("screening_ev", f"{DEFAULT_MODEL} (shipped default)", "x")):
         ax.scatter(t, [r[key] for r in rows], s=14, marker=mk, alpha=0.7, label=lab)
     hi = 1.05 * max(float(t.max()), max(max(r["chgnet_neb_ev"], r["mace_relax_ev"], r["model3_ev"]) for r in rows))
     ax.plot([0, hi], [0, hi], "k-", lw=0.8)
@@ -182,7 +183,7 @@ def summarise(out: Path) -> dict:
     names = [h["sys_name"] for h in _load_hops() if h["sys_name"] in {r["sys_name"] for r in ok}]
     if not names:
         raise SystemExit(f"{out / 'hops.jsonl'}: no finished hops to summarise")
-    desc = _descriptor_predictions(names)
+    desc = _screening_predictions(names)
     rows = []
     for n in names:
         r, a = done[n], anchors[n]
@@ -190,7 +191,7 @@ def summarise(out: Path) -> dict:
                      "chgnet_neb_ev": r["barrier_ev"], "converged": r["converged"],
                      "final_fmax": r["final_fmax"], "cpu_seconds": r["cpu_seconds"],
                      "mace_relax_ev": _num(a["mace_relax_ev"]), "mace_norelax_ev": _num(a["mace_norelax_ev"]),
-                     "model3_ev": _num(a["model3_ev"]), "descriptor_et_ev": desc[n]})
+                     "model3_ev": _num(a["model3_ev"]), "screening_ev": desc[n]})
         if abs(float(a["target_ev"]) - r["target_ev"]) > 1e-6:
             raise SystemExit(f"{n}: anchors.csv target {a['target_ev']} != endpoints-test.json {r['target_ev']}")
     t = np.array([r["target_ev"] for r in rows])
@@ -198,7 +199,7 @@ def summarise(out: Path) -> dict:
                "mace_relax_ev": "MACE-MP-0 NEB, relaxed end points (paper, anchors.csv)",
                "mace_norelax_ev": "MACE-MP-0 NEB, unrelaxed end points (paper, anchors.csv)",
                "model3_ev": "MODEL-3 ALIGNN (paper, anchors.csv)",
-               "descriptor_et_ev": "descriptor-et, the shipped screening model"}
+               "screening_ev": f"{DEFAULT_MODEL}, the shipped default screening model"}
     metrics = {}
     for k in methods:  # each method on the hops it has a value for (MACE unrelaxed lacks 3 of the 60)
         have = [i for i, r in enumerate(rows) if r[k] is not None]

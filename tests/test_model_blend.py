@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from screener.model.base import load_model
-from screener.model.blend import BlendModel, best_weight, mixture, nested_oof
+from screener.model.blend import BlendModel, BlendRule, best_rule, best_weight, mixture, nested_rule_oof
 from screener.model.descriptor_model import DescriptorModel
 from screener.sources.dataset import load_bands
 
@@ -48,10 +48,25 @@ def test_nested_weights_come_from_other_folds():
     a[:5] += 1.0
     b[:5] -= 1.0
     folds = np.array([0] * 5 + [1] * 5)
-    out, ws = nested_oof(y, a, b, folds)
+    out, rules = nested_rule_oof(y, a, b, folds, objective="mae", gates=(None,))
     # fold 0's weight is chosen on fold 1 (where a is exact) -> w=1 -> a's error on fold 0
-    assert ws == [1.0, 0.0]
+    assert [r.weight for r in rules] == [1.0, 0.0]
     np.testing.assert_allclose(out[:5], a[:5])
+
+
+def test_gated_rule_trusts_each_model_where_it_is_right():
+    """a is right below 1 eV and squashes high barriers; b is noisy below and right above: the
+    rule finds a gate near 1 eV, leans on a below it and on b above it, and beats one weight."""
+    rng = np.random.default_rng(2)
+    y = np.concatenate([rng.uniform(0.1, 0.9, 300), rng.uniform(1.6, 4.0, 100)])
+    a = np.where(y < 1.0, y + rng.normal(0, 0.05, 400), 1.0 + 0.1 * y)
+    b = y + rng.normal(0, 0.25, 400)
+    rule = best_rule(y, a, b, objective="mse")
+    assert rule.gate_ev is not None and 0.8 <= rule.gate_ev <= 1.5
+    assert rule.weight >= 0.7 and rule.weight_above <= 0.1
+    one = best_rule(y, a, b, objective="mse", gates=(None,))
+    assert one == BlendRule(None, one.weight, one.weight)
+    assert np.mean((rule.apply(a, b) - y) ** 2) < np.mean((one.apply(a, b) - y) ** 2)
 
 
 def test_mixture_std_includes_disagreement():
@@ -76,11 +91,13 @@ def test_blend_predicts_saves_loads_and_pins_components(two_models, bands_y, tmp
     assert len(blend.info["oof"]["fold_weights"]) == 5 and blend.std_scale > 0
     mu, sd = blend.predict(held)
     (ma_mu, ma_sd), (mb_mu, _) = ma.predict(held), mb.predict(held)
-    np.testing.assert_allclose(mu, blend.weights[0] * ma_mu + blend.weights[1] * mb_mu)
+    rule = BlendRule(blend.gate_ev, float(blend.weights[0]), float(blend.weights_above[0]))
+    np.testing.assert_allclose(mu, rule.apply(ma_mu, mb_mu))
     assert (sd > 0).all()
     path = blend.save(tmp_path / "blend.joblib")
     again = load_model(str(path))
     assert isinstance(again, BlendModel) and again.model_id == blend.model_id
+    assert again.gate_ev == blend.gate_ev and np.array_equal(again.weights_above, blend.weights_above)
     np.testing.assert_allclose(again.predict(held)[0], mu)
     # a component retrained in place -> the blend refuses to load, naming the file
     DescriptorModel(kind="et", n_estimators=5, name="tiny-et").fit(bands[:30], y[:30]).save(pa)
@@ -124,3 +141,24 @@ def test_blend_command_fits_on_grouped_oof_and_scores_test_once(tmp_path):
     assert doc["grouped_cv"]["mae"] <= worst
     res = CliRunner().invoke(model_app, ["blend", "--component", "descriptor-et", "--out", str(out)])
     assert res.exit_code == 2 and "exactly two" in res.stderr
+
+
+def test_gated_blend_skips_a_component_where_its_weight_is_zero(two_models, bands_y):
+    """Above the gate with weight 0 for the first model, that model is not asked at all, and the
+    result is the same as asking it."""
+    bands, _ = bands_y
+    held = bands[40:60]
+    pa, pb = two_models
+    ma, mb = load_model(pa), load_model(pb)
+    b_mu = mb.predict(held)[0]
+    gate = float(np.median(b_mu))
+    blend = BlendModel([pa, pb], [0.6, 0.4], gate_ev=gate, weights_above=[0.0, 1.0], models=[ma, mb])
+    asked: list[int] = []
+    predict_a = ma.predict
+    ma.predict = lambda bs: (asked.append(len(bs)), predict_a(bs))[1]
+    mu, sd = blend.predict(held)
+    assert asked == [int((b_mu < gate).sum())] and 0 < asked[0] < len(held)
+    a_mu, a_sd = predict_a(held)
+    full = mixture(np.array([a_mu, b_mu]), np.array([a_sd, mb.predict(held)[1]]), blend.band_weights(np.array([a_mu, b_mu])))
+    np.testing.assert_allclose(mu, full[0])
+    assert (sd > 0).all()

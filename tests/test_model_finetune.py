@@ -105,3 +105,44 @@ def test_band_readout_member_from_mpt_weights(mpt, tmp_path):
     mean, std = model.predict([b.band for b in load_bands("test")[:2]])
     assert np.isfinite(mean).all() and (std > 0).all()
     assert "fc.weight" in pre and model.member_states[0]["fc.weight"].shape[1] == 3 * TINY.hidden_features
+
+
+def test_anneal_stage_follows_the_constant_stage_and_last_keeps_the_final_epoch(mpt, tmp_path):
+    """A member done with its constant-lr epochs is continued on --resume by the annealing stage
+    (lr falling from lr to lr_min), and select="last" keeps the final weights and their out-of-fold
+    predictions, not the best epoch's."""
+    out = tmp_path / "fta"
+    finetune(_cfg(mpt, out, members=1), progress=False)
+    summary = finetune(_cfg(mpt, out, members=1, anneal_epochs=2, lr=1e-3, lr_min=1e-5, select="last"),
+                       resume=True, progress=False)
+    st = load_checkpoint(member_path(out, 0))
+    assert summary["stopped"] == "done" and st["epoch"] == 3 and st["anneal_from"] == 1
+    lrs = [h["lr"] for h in st["history"][1:]]
+    assert 1e-5 < lrs[1] < lrs[0] < 1e-3
+    model = load_model(summary["model"])
+    assert all(torch.equal(model.networks[0].state_dict()[k].cpu(), st["model"][k].cpu()) for k in st["model"])
+    assert model.info["members"][0]["kept_epoch"] == 3
+    assert model.info["oof"]["mean"] == pytest.approx(st["last_val_pred"], abs=1e-6)
+    with pytest.raises(ValueError, match="select: 'worst'"):
+        finetune(_cfg(mpt, out, members=1, select="worst"), resume=True, progress=False)
+
+
+def test_two_seeds_merge_into_one_ensemble_with_averaged_out_of_fold_predictions(mpt, tmp_path):
+    from screener.model.finetune import merge_ensembles
+
+    runs = [load_model(finetune(_cfg(mpt, tmp_path / f"s{seed}", seed=seed), progress=False)["model"])
+            for seed in (0, 1)]
+    assert runs[0].info["oof"]["mean"] != runs[1].info["oof"]["mean"]  # another seed, another net
+    merged = merge_ensembles(runs, name="merged")
+    assert len(merged.networks) == 4 and isinstance(merged, LogTargetAlignnModel)
+    np.testing.assert_allclose(merged.info["oof"]["mean"],
+                               np.mean([r.info["oof"]["mean"] for r in runs], axis=0))
+    bands = [b.band for b in load_bands("test")[:3]]
+    mean, std = merged.predict(bands)
+    np.testing.assert_allclose(mean, np.mean([r.member_predictions(bands) for r in runs], axis=(0, 1)), atol=1e-6)
+    assert (std > 0).all() and merged.std_scale > 0
+    with pytest.raises(ValueError, match="at least two"):
+        merge_ensembles(runs[:1])
+    other = load_model(finetune(_cfg(mpt, tmp_path / "one", members=1), progress=False)["model"])
+    with pytest.raises(ValueError, match="other folds"):
+        merge_ensembles([runs[0], other])

@@ -8,9 +8,7 @@ crash between the two is repaired on the next call: the workflow is found by its
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -284,14 +282,12 @@ def run_followups(store: Store, campaign: str, *, tier: str = "mlip-neb", max_fi
     """Run the campaign's ready follow-up Fireworks of ``tier`` here (rapidfire as an FWorker of
     that tier's category) until none is left; returns how many ran and the follow-ups' states."""
     from fireworks import FWorker
-    from fireworks.core.rocket_launcher import rapidfire
 
     from screener.config import screener_home
-    from screener.runner import _environ, fireworks_log, runner_lock
+    from screener.runner import launch_until_done, runner_lock
 
     if tier not in TIERS:
         raise FollowupError(f"tier {tier!r}: unknown; use one of {', '.join(TIERS)}")
-    lp = store.launchpad()
     query = {"spec.followup.campaign": campaign, "spec.followup.tier": tier}
     launch_dir = screener_home() / "launches" / "followups" / campaign
     launch_dir.mkdir(parents=True, exist_ok=True)
@@ -301,19 +297,7 @@ def run_followups(store: Store, campaign: str, *, tier: str = "mlip-neb", max_fi
         if torch_threads:
             env["torch_threads"] = torch_threads
         fworker = FWorker(name=name, category=[CATEGORY[tier]], query=query, env=env)
-        with contextlib.ExitStack() as stack:
-            if store.mode == "mongodb" and store.uri:
-                stack.enter_context(_environ("SCREENER_DB", store.uri))
-            cwd = os.getcwd()
-            stack.enter_context(contextlib.redirect_stdout(fireworks_log(screener_home())))
-            try:
-                while lp.run_exists(fworker):
-                    rapidfire(lp, fworker, m_dir=str(launch_dir), nlaunches=1, strm_lvl="ERROR")
-                    ran += 1
-                    if max_fireworks is not None and ran >= max_fireworks:
-                        break
-            finally:
-                os.chdir(cwd)
+        ran = launch_until_done(store, fworker, launch_dir, max_fireworks)
     keys = [d["hop_key"] for d in store.collection(FOLLOWUPS).find({"campaign": campaign, "tier": tier}, {"hop_key": 1})]
     rows = {k: [f for f in v if f["tier"] == tier] for k, v in followups_by_hop(store, keys).items()}
     return {"ran": ran, "followups": {k: v[0] for k, v in rows.items() if v}}

@@ -20,8 +20,8 @@ from pymatgen.core import Structure
 
 #: Folder of the shipped checkpoints (<name>.joblib) and their metrics (<name>.metrics.json).
 MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
-#: Shipped model that "default" resolves to.
-DEFAULT_MODEL = "descriptor-et"
+#: Shipped model that "default" resolves to: the one that wins the host-grouped CV (README).
+DEFAULT_MODEL = "blend"
 CHECKPOINT_SUFFIX = ".joblib"
 _FORMAT = "screener-barrier-model"
 

@@ -1,8 +1,10 @@
 """Fine-tuning the ALIGNN barrier ensemble from the multi-property pre-trained (MPT) weights.
 
 Why this shape: one member per host-grouped fold of the TRAINING split (folds-train.json). Member k
-trains on the other folds, all layers unfrozen (the MPT paper's best strategy), and picks its best
-epoch / stops early on fold k only, so the 60 test bands never train, stop or select anything.
+trains on the other folds, all layers unfrozen (the MPT paper's best strategy), at a constant
+learning rate and then, optionally, a cosine annealing stage; it keeps its best epoch on fold k
+(select="best") or the last epoch of the fixed schedule (select="last", which leaves the
+out-of-fold score free of selection). The 60 test bands never train, stop or select anything.
 The members' predictions on their own validation folds are out-of-fold for every training band:
 they give the grouped-CV score and calibrate the ensemble spread into a 90% interval, for free.
 
@@ -82,6 +84,14 @@ class FinetuneConfig:
     epochs: int = 40
     patience: int = 10
     """Stop a member after this many epochs without a better validation MAE (0: never)."""
+    anneal_epochs: int = 0
+    """After the constant-lr stage (epochs / patience), this many more epochs with the learning
+    rate cosine-annealed from lr to lr_min (patience does not cut them short)."""
+    lr_min: float = 1e-5
+    select: str = "best"
+    """Which weights a member keeps: "best" (its lowest validation MAE, chosen on its own fold, so
+    the grouped-CV score is slightly optimistic) or "last" (the final epoch of a fixed schedule:
+    validation is only watched, and the CV score is untouched by selection)."""
     batch_size: int = 16
     lr: float = 5e-4
     weight_decay: float = 1e-5
@@ -144,10 +154,26 @@ def pretrained_setup(ckpt: Path, readout: str = "mean") -> tuple[ModelConfig, Gr
     return model_cfg, settings
 
 
-def _finished(st: dict[str, Any], cfg: FinetuneConfig) -> bool:
-    """Out of epochs, or no better validation MAE for ``patience`` epochs."""
+def _main_stage_over(st: dict[str, Any], cfg: FinetuneConfig) -> bool:
+    """The constant-lr stage is over: out of epochs, or no better validation MAE for ``patience``."""
     stale = st["epoch"] - st["best_epoch"]
     return st["epoch"] >= cfg.epochs or (cfg.patience > 0 and stale >= cfg.patience)
+
+
+def _finished(st: dict[str, Any], cfg: FinetuneConfig) -> bool:
+    """Main stage over and, with annealing, anneal_epochs run after it."""
+    if st.get("anneal_from") is not None:
+        return st["epoch"] >= st["anneal_from"] + cfg.anneal_epochs
+    return _main_stage_over(st, cfg) and cfg.anneal_epochs <= 0
+
+
+def _epoch_lr(st: dict[str, Any], cfg: FinetuneConfig, frac: float) -> float:
+    """Learning rate at fraction frac of the coming epoch: lr in the main stage, then a cosine
+    from lr to lr_min over the anneal epochs."""
+    if st.get("anneal_from") is None:
+        return cfg.lr
+    t = (st["epoch"] - st["anneal_from"] + frac) / max(cfg.anneal_epochs, 1)
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1.0 + math.cos(math.pi * min(t, 1.0)))
 
 
 def _train_member(k: int, cfg: FinetuneConfig, ckpt: Path, graphs: list[CrystalGraph],
@@ -185,6 +211,10 @@ def _train_member(k: int, cfg: FinetuneConfig, ckpt: Path, graphs: list[CrystalG
 
     net.train()
     while not st["done"]:
+        if st.get("anneal_from") is None and cfg.anneal_epochs > 0 and _main_stage_over(st, cfg):
+            st["anneal_from"] = st["epoch"]
+            log.info("member %d: annealing lr %.1e -> %.1e over epochs %d-%d", k, cfg.lr, cfg.lr_min,
+                     st["epoch"] + 1, st["epoch"] + cfg.anneal_epochs)
         perm = train_idx[np.random.permutation(len(train_idx))]
         n_batches = math.ceil(len(perm) / cfg.batch_size)
         bar = tqdm(total=n_batches, desc=f"member {k} epoch {st['epoch'] + 1}", disable=not progress,
@@ -197,6 +227,8 @@ def _train_member(k: int, cfg: FinetuneConfig, ckpt: Path, graphs: list[CrystalG
                          st["epoch"] + 1)
                 return None
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            for group in opt.param_groups:
+                group["lr"] = _epoch_lr(st, cfg, b / n_batches)
             pred = net(batch_graphs([graphs[i] for i in idx]).model_input(device))["out"].reshape(-1)
             loss = torch.nn.functional.l1_loss(pred, z[idx].to(device))
             opt.zero_grad(set_to_none=True)
@@ -209,7 +241,9 @@ def _train_member(k: int, cfg: FinetuneConfig, ckpt: Path, graphs: list[CrystalG
         val_pred = predict_graphs(net, val_graphs, cfg.log_target)
         val_mae = float(np.abs(val_pred - y[val_idx]).mean()) if len(val_idx) else math.nan
         st["history"].append({"epoch": st["epoch"], "train_l1": total / max(len(perm), 1),
-                              "val_mae": val_mae, "seconds": round(time.monotonic() - t0, 1)})
+                              "val_mae": val_mae, "lr": opt.param_groups[0]["lr"],
+                              "seconds": round(time.monotonic() - t0, 1)})
+        st["last_val_pred"] = val_pred.tolist()
         log.info("member %d epoch %d train_l1 %.4f val_mae %.4f (%.1f s)", k, st["epoch"],
                  st["history"][-1]["train_l1"], val_mae, time.monotonic() - t0)
         if val_mae < st["best_val"] or st["best_model"] is None:
@@ -220,9 +254,20 @@ def _train_member(k: int, cfg: FinetuneConfig, ckpt: Path, graphs: list[CrystalG
         st.update(model=net.state_dict(), optimizer=opt.state_dict(), rng=_rng_state(),
                   config=asdict(cfg))
         save_checkpoint(path, st)
-    log.info("member %d: done after %d epochs, best epoch %d val MAE %.4f", k, st["epoch"],
-             st["best_epoch"], st["best_val"])
+    log.info("member %d: done after %d epochs, best epoch %d val MAE %.4f, last epoch val MAE %.4f",
+             k, st["epoch"], st["best_epoch"], st["best_val"], st["history"][-1]["val_mae"])
     return st
+
+
+def _kept(st: dict[str, Any], select: str) -> tuple[dict[str, Any], list[float], int, float]:
+    """(weights, out-of-fold predictions, epoch, validation MAE) a member keeps under select."""
+    if select == "last":
+        if "last_val_pred" not in st:
+            raise ValueError(f"member {st['fold']}: its checkpoint keeps no last-epoch predictions "
+                             "(written before --select last existed); train it on with --resume")
+        weights = {k: v.detach().cpu() for k, v in st["model"].items()}
+        return weights, st["last_val_pred"], st["epoch"], st["history"][-1]["val_mae"]
+    return st["best_model"], st["val_pred"], st["best_epoch"], st["best_val"]
 
 
 def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -232,6 +277,10 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -
     (model/metrics paths and scores only when stopped == "done").
     """
     t_start = time.monotonic()
+    if cfg.select not in ("best", "last"):
+        raise ValueError(f"select: {cfg.select!r} is not one of best, last")
+    if cfg.anneal_epochs < 0:
+        raise ValueError(f"anneal_epochs: {cfg.anneal_epochs} is negative")
     out_dir = Path(cfg.out_dir) if cfg.out_dir else default_finetune_dir()
     cfg.out_dir = str(out_dir)
     ckpt = Path(cfg.pretrained) if cfg.pretrained else default_out_dir() / BEST_NAME
@@ -291,11 +340,12 @@ def _assemble(cfg: FinetuneConfig, model_cfg: ModelConfig, settings: GraphSettin
     so that spread is smaller than on a new host and the fitted scale errs on the wide side.
     """
     cls = LogTargetAlignnModel if cfg.log_target else AlignnModel
-    model = cls([s["best_model"] for s in states], model_cfg, settings, name=cfg.name)
+    kept = [_kept(s, cfg.select) for s in states]
+    model = cls([w for w, *_ in kept], model_cfg, settings, name=cfg.name)
     in_oof = np.isin(folds, fold_ids)
     oof = np.full(len(y), np.nan)
-    for k, st in zip(fold_ids, states):
-        oof[folds == k] = np.asarray(st["val_pred"])
+    for k, (_, val_pred, _, _) in zip(fold_ids, kept):
+        oof[folds == k] = np.asarray(val_pred)
     idx = np.flatnonzero(in_oof)
     sub = [graphs[i] for i in idx]
     members = np.stack([predict_graphs(n, sub, cfg.log_target) for n in model.networks])
@@ -304,8 +354,8 @@ def _assemble(cfg: FinetuneConfig, model_cfg: ModelConfig, settings: GraphSettin
     std = calibrated_std(raw, model.std_scale, NOISE_FLOOR_EV)
     model.info = {
         "pretrained": cfg.pretrained, "config": asdict(cfg), "folds": fold_ids,
-        "members": [{"fold": k, "best_epoch": s["best_epoch"], "epochs": s["epoch"],
-                     "val_mae": s["best_val"]} for k, s in zip(fold_ids, states)],
+        "members": [{"fold": k, "kept_epoch": ep, "best_epoch": s["best_epoch"], "epochs": s["epoch"],
+                     "val_mae": mae} for k, s, (_, _, ep, mae) in zip(fold_ids, states, kept)],
         "oof": {"sys_name": [meta[i]["sys_name"] for i in idx], "y": y[idx].tolist(),
                 "mean": oof[idx].tolist(), "std": std.tolist()},
         "torch": torch.__version__,
@@ -325,3 +375,42 @@ def _metrics(model: AlignnModel, cfg: FinetuneConfig) -> dict[str, Any]:
     return {"model_id": model.model_id, "class": f"{type(model).__module__}:{type(model).__qualname__}",
             "pretrained": cfg.pretrained, "std_scale": model.std_scale,
             "members": model.info["members"], "test": test, "grouped_cv": cv}
+
+
+def merge_ensembles(models: Sequence[AlignnModel], name: str = "alignn") -> AlignnModel:
+    """One ensemble of the members of several fine-tuning runs (e.g. other ``--seed``s) on the
+    same folds. Why: a second seed per fold averages out the seed-to-seed scatter of a network
+    trained on ~450 bands. A training band's out-of-fold prediction is the mean of the runs' own
+    out-of-fold predictions (every member behind it left that band's fold out), and the spread is
+    re-calibrated on those residuals."""
+    if len(models) < 2:
+        raise ValueError("merge: give at least two ensembles")
+    first = models[0]
+    for m in models[1:]:
+        if type(m) is not type(first) or m.model_config != first.model_config or m.graph_settings != first.graph_settings:
+            raise ValueError(f"merge: {m.model_id} has another network, graph settings or target than {first.model_id}")
+        if m.info.get("folds") != first.info.get("folds") or m.info["oof"]["sys_name"] != first.info["oof"]["sys_name"]:
+            raise ValueError(f"merge: {m.model_id} was trained on other folds than {first.model_id}")
+    oof_mean = np.mean([m.info["oof"]["mean"] for m in models], axis=0)
+    merged = type(first)([s for m in models for s in m.member_states], first.model_config, first.graph_settings,
+                         std_floor=first.std_floor, name=name)
+    bands, y, meta = load_split("train")
+    where = {m["sys_name"]: i for i, m in enumerate(meta)}
+    idx = [where[n] for n in first.info["oof"]["sys_name"]]
+    merged.cache = first.cache
+    raw = merged.member_predictions([bands[i] for i in idx]).std(axis=0)  # in eV for either target
+    merged.std_scale = calibrate_scale(y[idx] - oof_mean, raw, NOISE_FLOOR_EV)
+    merged.info = {
+        "merged": [m.model_id for m in models], "config": first.info.get("config"), "folds": first.info.get("folds"),
+        "members": [dict(mem, run=r) for r, m in enumerate(models) for mem in m.info.get("members", [])],
+        "oof": {"sys_name": first.info["oof"]["sys_name"], "y": y[idx].tolist(), "mean": oof_mean.tolist(),
+                "std": calibrated_std(raw, merged.std_scale, NOISE_FLOOR_EV).tolist()},
+        "torch": torch.__version__,
+    }
+    return merged
+
+
+def merged_metrics(model: AlignnModel) -> dict[str, Any]:
+    """Test (scored once) and out-of-fold scores of a merged ensemble, as finetune writes them."""
+    cfg = FinetuneConfig(**model.info["config"]) if model.info.get("config") else FinetuneConfig()
+    return _metrics(model, cfg)

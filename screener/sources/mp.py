@@ -271,24 +271,9 @@ def fetch_mp(
                    retrieved_at)
 
 
-def mp_hosts(
-    *,
-    chemsys: str | list[str] | None = None,
-    elements: str | list[str] | None = None,
-    formula: str | list[str] | None = None,
-    material_ids: str | list[str] | None = None,
-    working_ion: str | None = None,
-    e_above_hull_max: float = 0.05,
-    api_key: str | None = None,
-    endpoint: str | None = None,
-    progress: bool = True,
-    chunk_size: int = 1000,
-) -> tuple[list[Host], list[HostInputError]]:
-    """Hosts from the Materials Project (see ``fetch_mp``); materials without ``working_ion`` are
-    dropped (their number is logged), materials with an unusable structure come back as errors."""
-    got = fetch_mp(
-        chemsys=chemsys, elements=elements, formula=formula, material_ids=material_ids,
-        working_ion=working_ion, e_above_hull_max=e_above_hull_max, api_key=api_key,
-        endpoint=endpoint, progress=progress, chunk_size=chunk_size,
-    )
+def mp_hosts(**query: Any) -> tuple[list[Host], list[HostInputError]]:
+    """(hosts, refused) from the Materials Project, like the other sources; ``query`` takes
+    ``fetch_mp``'s keyword arguments. Materials without the working ion are dropped (their number
+    is logged), materials with an unusable structure come back as errors."""
+    got = fetch_mp(**query)
     return got.hosts, got.errors
