@@ -6,6 +6,8 @@ all when the band's ion is the only one: a charged host, whose sites come from i
 The dataset hop is recovered when one enumerated hop maps onto it by the host's symmetry (end points
 within 0.3 A). Misses are listed with a category and the reason. Usage:
 python scripts/hop_recovery.py [--json] [--split train|test|all] [--only discharged|charged] [--limit N]
+                               [--relax none|chgnet]
+(--relax chgnet: charged hosts' sites are where CHGNet relaxes the ion from each cavity centre.)
 """
 
 from __future__ import annotations
@@ -15,13 +17,21 @@ import json
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from pymatgen.core import Structure
 
 from screener.hops import HopError, enumerate_hops, matching_hop
-from screener.sites import SiteError, _nearest, candidate_sites, default_min_distance, insertion_hops
+from screener.site_relax import RelaxSettings
+from screener.sites import (
+    RELAX_MODES,
+    SiteError,
+    _nearest,
+    candidate_sites,
+    default_min_distance,
+    insertion_hops,
+)
 from screener.sources.dataset import DatasetBand, load_bands
 
 #: Longest hop asked of the enumerator (Angstrom): generous, the dataset's hops run to 9 A and
@@ -65,70 +75,82 @@ def _nearest_point(points: np.ndarray, p: np.ndarray, lat: np.ndarray) -> float:
     return float(np.min(np.linalg.norm(d @ lat, axis=1)))
 
 
-def _site_miss(host: Structure, ion: str, ends: np.ndarray) -> tuple[str, str] | None:
+def _site_miss(host: Structure, ion: str, ends: np.ndarray, trace: dict | None = None) -> tuple[str, str] | None:
     """(category, reason) when an end point of a charged hop is not an insertion site, else None.
 
     Categories follow the site finder's stages: "squeezed" (end point closer to the framework
-    than the room window), "no cavity" (no cavity centre within TOL), "merged" (a centre was there
-    but the symmetry merge / separation dropped it), "dropped" (max_sites / max_energy)."""
-    trace: dict = {}
-    candidate_sites(host, ion, trace=trace)
+    than the room window), "no cavity" (no cavity centre within TOL), "relaxed away" (with
+    relaxation: no candidate relaxed to within TOL of it), "merged" (a centre or relaxed point was
+    there but the symmetry merge / separation dropped it), "dropped" (max_sites / max_energy).
+    trace: candidate_sites' trace of the run being diagnosed (default: a fresh run without relaxation)."""
+    if not trace:
+        trace = {}
+        candidate_sites(host, ion, trace=trace)
     lat = host.lattice.matrix
     room = _nearest(host, ends)
     dmin = default_min_distance(ion)
-    order = ("squeezed", "no cavity", "merged", "dropped")
+    order = ("squeezed", "no cavity", "relaxed away", "merged", "dropped")
+    relaxed = "relaxed" in trace
     worst = None
     for k, (p, r) in enumerate(zip(ends, room)):
-        d = {st: _nearest_point(trace.get(st, np.zeros((0, 3))), p, lat) for st in ("centres", "distinct", "kept")}
+        d = {st: _nearest_point(trace.get(st, np.zeros((0, 3))), p, lat) for st in ("centres", "distinct", "relaxed", "kept")}
         if d["kept"] < TOL:
             continue
         if r < dmin:
             cat = "squeezed"
-        elif d["centres"] >= TOL:
+        elif relaxed and d["relaxed"] >= TOL:
+            cat = "relaxed away"
+        elif not relaxed and d["centres"] >= TOL:
             cat = "no cavity"
-        elif d["distinct"] >= TOL:
+        elif d["relaxed" if relaxed else "distinct"] >= TOL:
             cat = "merged"
         else:
             cat = "dropped"
         why = (f"{cat}: end point {k} has room {r:.2f} A (window {dmin:.2f}), nearest cavity centre "
-               f"{d['centres']:.2f} A, nearest site {d['kept']:.2f} A")
+               f"{d['centres']:.2f} A, " + (f"nearest relaxed point {d['relaxed']:.2f} A, " if relaxed else "")
+               + f"nearest site {d['kept']:.2f} A")
         if worst is None or order.index(cat) < order.index(worst[0]):
             worst = (cat, why)
     return worst
 
 
-def _why_not(host: Structure, hops: list, ion: str, length: float, ends: np.ndarray, charged: bool) -> tuple[str, str]:
+def _why_not(
+    host: Structure, hops: list, ion: str, length: float, ends: np.ndarray, charged: bool, trace: dict | None = None,
+) -> tuple[str, str]:
     """(category, reason) of a miss."""
     if length > MAX_LENGTH:
         return "too long", f"hop {length:.2f} A is longer than max_length {MAX_LENGTH} A"
     if charged:
-        miss = _site_miss(host, ion, ends)
+        miss = _site_miss(host, ion, ends, trace)
         if miss:
             return miss
     near = min((abs(h.length - length) for h in hops), default=float("inf"))
     return "not matched", f"no enumerated hop maps onto it ({len(hops)} hops; closest length differs by {near:.2f} A)"
 
 
-def check(entry: DatasetBand) -> Outcome:
-    """Recovery of one dataset hop (never raises: failures are misses with their reason)."""
+def check(entry: DatasetBand, relax: str = "none", relax_settings=None) -> Outcome:
+    """Recovery of one dataset hop (never raises: failures are misses with their reason); relax:
+    the charged hosts' site model (see candidate_sites)."""
     t0 = time.perf_counter()
     band = entry.band
     host, ion, kind = rebuild_host(band)
     ends = band.frac_coords[[0, 4]]
     length = float(np.linalg.norm(band.lattice.get_cartesian_coords(ends[1] - ends[0])))
     cat, why = "", ""
+    trace: dict = {}
     try:
         if kind == "discharged":
             hops = enumerate_hops(host, entry.sys_name, ion, max_length=MAX_LENGTH)
         else:
-            _, hops = insertion_hops(host, entry.sys_name, ion, max_length=MAX_LENGTH)
+            _, hops = insertion_hops(host, entry.sys_name, ion, max_length=MAX_LENGTH, relax=relax, trace=trace,
+                                     relax_settings=relax_settings)
         found = matching_hop(host, hops, ends[0], ends[1], tol=TOL)
         if not found:
-            cat, why = _why_not(host, hops, ion, length, ends, kind == "charged")
+            cat, why = _why_not(host, hops, ion, length, ends, kind == "charged", trace)
     except (HopError, SiteError) as exc:
         found, why = None, str(exc)
         cat = "timeout" if "timed out" in why else "error"
-        if kind == "charged" and (miss := _site_miss(host, ion, ends)):
+        if kind == "charged" and (miss := _site_miss(host, ion, ends, trace)):
             cat, why = miss[0], f"{why}; {miss[1]}"
     return Outcome(entry.sys_name, kind, found is not None, why, time.perf_counter() - t0, cat)
 
@@ -139,7 +161,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", choices=("train", "test", "all"), default="all")
     ap.add_argument("--limit", type=int, default=None, help="first N entries only")
     ap.add_argument("--only", choices=("discharged", "charged"), default=None, help="entries of one kind only")
+    ap.add_argument("--relax", choices=RELAX_MODES, default="none", help="site model of charged hosts (see candidate_sites)")
+    ap.add_argument("--relax-cache", default=None, help="folder that keeps CHGNet site relaxations between runs")
+    ap.add_argument("--fmax", type=float, default=None, help="site relaxation force limit (eV/A; default RelaxSettings')")
     args = ap.parse_args(argv)
+    if args.relax != "none":
+        import torch
+
+        torch.set_num_threads(1)  # one core: the benchmark must not crowd out other work
+    settings = RelaxSettings(cache_dir=args.relax_cache)
+    if args.fmax:
+        settings = replace(settings, fmax=args.fmax)
     entries = [(sp, b) for sp in (("train", "test") if args.split == "all" else (args.split,)) for b in load_bands(sp)]
     if args.only:
         entries = [(sp, b) for sp, b in entries if rebuild_host(b.band)[2] == args.only]
@@ -147,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     outcomes = []
     for k, (sp, e) in enumerate(entries):
-        o = check(e)
+        o = check(e, args.relax, settings)
         o.split = sp
         outcomes.append(o)
         if not args.json:
@@ -172,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         cats = Counter(o.category for o in mine if not o.recovered)
         if cats:
             print("  misses: " + ", ".join(f"{c} {n}" for c, n in cats.most_common()))
-    print(f"time: {time.perf_counter() - t0:.0f} s for {len(outcomes)} entries (max_length {MAX_LENGTH} A, tol {TOL} A)")
+    print(f"time: {time.perf_counter() - t0:.0f} s for {len(outcomes)} entries (max_length {MAX_LENGTH} A, tol {TOL} A, "
+          f"relax {args.relax})")
     for o in outcomes:
         if not o.recovered:
             print(f"MISS {o.kind} {o.split} {o.sys_name}: {o.why}")

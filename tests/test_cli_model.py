@@ -99,3 +99,10 @@ def test_pretrain_finetune_then_evaluate_cv_and_predict_with_the_ensemble(tmp_pa
     assert res.exit_code == 0, res.output
     row = json.loads(res.stdout)["predictions"][0]
     assert np.isfinite(row["em_ev"]) and row["std_ev"] > 0
+
+
+def test_merge_refuses_a_model_that_is_not_an_alignn_ensemble(tmp_path):
+    res = runner.invoke(model_app, ["merge", "--model", "alignn", "--model", "descriptor-et",
+                                    "--out", str(tmp_path / "m.joblib")])
+    assert res.exit_code == 2 and "descriptor-et: not an ALIGNN ensemble" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "m.joblib").exists()

@@ -126,3 +126,32 @@ def test_max_sites_and_min_distance():
     assert np.all(room >= default_min_distance("Li") - 1e-6)
     with pytest.raises(SiteError):
         insertion_sites(fw, "Li", min_distance=3.5)
+
+
+def test_unknown_relax_mode_is_refused():
+    with pytest.raises(ValueError, match="unknown relax 'dft'"):
+        candidate_sites(_empty_olivine(), "Li", relax="dft")
+
+
+@pytest.mark.slow  # ~150 s: CHGNet relaxes 9 candidate sites of a 34-atom cell, twice
+def test_chgnet_relaxed_sites_ranked_by_energy_and_repeatable(tmp_path):
+    # empty NASICON-like Fe2(SO4)3 (34 atoms), Ca: relaxed sites come lowest CHGNet energy first,
+    # relative to the lowest (0 eV), every relaxed representative is in some kept orbit or merged
+    # within the separation, and a re-run gives the same sites
+    from screener.site_relax import RelaxSettings
+
+    band = dataset_band("Fe2S3O12_Ca")
+    host = Structure.from_sites(list(band)[5:])
+    trace: dict = {}
+    sites = candidate_sites(host, "Ca", relax="chgnet", trace=trace)
+    energies = [s.energy for s in sites]
+    assert sites and energies[0] == 0.0 and energies == sorted(energies)
+    points = np.vstack([s.orbit for s in sites])
+    for p in trace["relaxed"]:
+        assert _periodic_distance(host, points, p) < 1.2  # MIN_SEPARATION
+    # the DFT initial end point (the framework was relaxed around it) is a relaxed site
+    assert _periodic_distance(host, points, band[0].frac_coords) < 0.3
+    again = candidate_sites(host, "Ca", relax="chgnet", relax_settings=RelaxSettings(cache_dir=str(tmp_path)))
+    assert len(again) == len(sites)
+    for a, b in zip(sites, again):
+        assert abs(a.energy - b.energy) < 1e-4 and np.allclose(a.orbit, b.orbit, atol=1e-5)
