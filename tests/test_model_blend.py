@@ -90,7 +90,7 @@ def test_blend_predicts_saves_loads_and_pins_components(two_models, bands_y, tmp
     assert blend.weights[0] > blend.weights[1]
     assert len(blend.info["oof"]["fold_weights"]) == 5 and blend.std_scale > 0
     mu, sd = blend.predict(held)
-    (ma_mu, ma_sd), (mb_mu, _) = ma.predict(held), mb.predict(held)
+    (ma_mu, _), (mb_mu, _) = ma.predict(held), mb.predict(held)
     rule = BlendRule(blend.gate_ev, float(blend.weights[0]), float(blend.weights_above[0]))
     np.testing.assert_allclose(mu, rule.apply(ma_mu, mb_mu))
     assert (sd > 0).all()
