@@ -341,7 +341,7 @@ def blend_cmd(
     weights from the other folds)."""
     from screener.model.blend import GATE_GRID, OBJECTIVES, BlendModel
     from screener.model.descriptor_model import load_folds
-    from screener.model.metrics import bootstrap_accuracy_ci, score
+    from screener.model.metrics import score, score_with_ci
 
     if len(components) != 2:
         _fail(f"--component: give exactly two models, got {len(components)}", 2)
@@ -366,9 +366,7 @@ def blend_cmd(
     model.save(out)
     oof = model.info["oof"]
     # the test split is scored once, after the weight is fixed (it chose nothing)
-    y_t, mu_t, sd_t = evaluation(model, "test")
-    test = score(y_t, mu_t, sd_t)
-    test["accuracy_ci95"] = list(bootstrap_accuracy_ci(y_t, mu_t))
+    test = score_with_ci(*evaluation(model, "test"))
     summary = {"model": str(out), "model_id": model.model_id, "class": "screener.model.blend:BlendModel",
                "components": list(components), "component_ids": model.component_ids,
                "weights": model.weights.tolist(), "gate_ev": model.gate_ev,

@@ -159,6 +159,6 @@ def test_gated_blend_skips_a_component_where_its_weight_is_zero(two_models, band
     mu, sd = blend.predict(held)
     assert asked == [int((b_mu < gate).sum())] and 0 < asked[0] < len(held)
     a_mu, a_sd = predict_a(held)
-    full = mixture(np.array([a_mu, b_mu]), np.array([a_sd, mb.predict(held)[1]]), blend.band_weights(np.array([a_mu, b_mu])))
+    full = mixture(np.array([a_mu, b_mu]), np.array([a_sd, mb.predict(held)[1]]), blend.band_weights(b_mu))
     np.testing.assert_allclose(mu, full[0])
     assert (sd > 0).all()

@@ -40,6 +40,11 @@ GATE_GRID: tuple[float | None, ...] = (None, 0.65, 0.8, 1.0, 1.2, 1.5)
 OBJECTIVES = ("mae", "mse")
 
 
+def above_gate(gate_means: np.ndarray, gate_ev: float | None) -> np.ndarray:
+    """Bands whose gate-component prediction is at or above the gate (none without a gate)."""
+    return np.asarray(gate_means) >= (np.inf if gate_ev is None else gate_ev)
+
+
 def _loss(pred: np.ndarray, y: np.ndarray, objective: str) -> float:
     err = pred - y
     return float(np.mean(np.abs(err)) if objective == "mae" else np.mean(err ** 2))
@@ -70,12 +75,12 @@ class BlendRule(NamedTuple):
 
     def apply(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """The blended prediction; the gate looks at b (the last component's prediction)."""
-        w = np.where(b >= (np.inf if self.gate_ev is None else self.gate_ev), self.weight_above, self.weight)
+        w = self.weights_for(b)
         return w * a + (1 - w) * b
 
     def weights_for(self, b: np.ndarray) -> np.ndarray:
         """Per band weight of the first component."""
-        return np.where(b >= (np.inf if self.gate_ev is None else self.gate_ev), self.weight_above, self.weight)
+        return np.where(above_gate(b, self.gate_ev), self.weight_above, self.weight)
 
 
 def best_rule(y: np.ndarray, a: np.ndarray, b: np.ndarray, objective: str = "mse",
@@ -170,22 +175,23 @@ class BlendModel(BarrierModel):
             return np.zeros(0), np.zeros(0)
         if self.gate_ev is None:
             means, stds = self.component_predictions(bands)
+            weights = self.band_weights(means[-1])
         else:  # the gate component first; the others only where their weight is not zero
             gate_mu, gate_sd = self.models[-1].predict(bands)
+            weights = self.band_weights(gate_mu)
             means = np.vstack([np.repeat(gate_mu[None, :], len(self.models) - 1, axis=0), gate_mu[None, :]])
             stds = np.vstack([np.zeros((len(self.models) - 1, len(bands))), gate_sd[None, :]])
-            weights = self.band_weights(means)
             for c, m in enumerate(self.models[:-1]):
                 need = np.flatnonzero(weights[c] > 0)
                 if len(need):
                     means[c, need], stds[c, need] = m.predict([bands[i] for i in need])
-        mu, raw = mixture(means, stds, self.band_weights(means))
+        mu, raw = mixture(means, stds, weights)
         return mu, calibrated_std(raw, self.std_scale, self.std_floor)
 
-    def band_weights(self, means: np.ndarray) -> np.ndarray:
-        """(components, bands) weights: weights_above where the last component's mean is at or
-        above the gate, weights elsewhere."""
-        above = means[-1] >= (np.inf if self.gate_ev is None else self.gate_ev)
+    def band_weights(self, gate_means: np.ndarray) -> np.ndarray:
+        """(components, bands) weights: weights_above where the last component's prediction
+        (gate_means) is at or above the gate, weights elsewhere."""
+        above = above_gate(gate_means, self.gate_ev)
         return np.where(above[None, :], self.weights_above[:, None], self.weights[:, None])
 
     @classmethod

@@ -241,11 +241,10 @@ def evaluate_protocols(
     predictions, so it is ~0.90 by construction; coverage90_heldout_scale calibrates each fold's
     scale on the other four folds instead (and the test coverage is the plain held-out check).
     """
-    from screener.model.metrics import bootstrap_accuracy_ci, score
+    from screener.model.metrics import score, score_with_ci
 
     mu_t, sd_t = model.predict_descriptors(X_test)
-    test = score(y_test, mu_t, sd_t, threshold=threshold)
-    test["accuracy_ci95"] = list(bootstrap_accuracy_ci(y_test, mu_t, threshold=threshold))
+    test = score_with_ci(y_test, mu_t, sd_t, threshold=threshold)
     mu_cv, raw_cv = model.out_of_fold(np.asarray(X_train)[:, model._cols], np.asarray(y_train), folds)
     sd_cv = calibrated_std(raw_cv, model.std_scale, model.std_floor)
     cv = score(y_train, mu_cv, sd_cv, threshold=threshold)

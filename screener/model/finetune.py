@@ -45,7 +45,7 @@ from screener.model.graphs import (
     band_graph,
     batch_graphs,
 )
-from screener.model.metrics import bootstrap_accuracy_ci, score
+from screener.model.metrics import score, score_with_ci
 from screener.model.pretrain import (
     BEST_NAME,
     ModelConfig,
@@ -320,7 +320,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -
     model = _assemble(cfg, model_cfg, settings, states, fold_ids, graphs, y, folds, meta)
     model.cache = cache
     model_path = model.save(out_dir / MODEL_FILE)
-    metrics = _metrics(model, cfg)
+    metrics = _metrics(model, cfg.pretrained)
     metrics_path = out_dir / METRICS_FILE
     metrics_path.write_text(json.dumps(metrics, indent=1))
     log.info("saved %s (%s): test MAE %.4f, grouped-CV MAE %.4f", model_path, model.model_id,
@@ -363,17 +363,16 @@ def _assemble(cfg: FinetuneConfig, model_cfg: ModelConfig, settings: GraphSettin
     return model
 
 
-def _metrics(model: AlignnModel, cfg: FinetuneConfig) -> dict[str, Any]:
+def _metrics(model: AlignnModel, pretrained: str) -> dict[str, Any]:
     """{"test": ensemble on the 60 test bands (scored once, after every choice was made),
     "grouped_cv": the out-of-fold predictions} plus what produced them."""
     test_bands, y_test, _ = load_split("test")
     mu, sd = model.predict(test_bands)
-    test = score(y_test, mu, sd)
-    test["accuracy_ci95"] = list(bootstrap_accuracy_ci(y_test, mu))
+    test = score_with_ci(y_test, mu, sd)
     oof = model.info["oof"]
     cv = score(oof["y"], oof["mean"], oof["std"])
     return {"model_id": model.model_id, "class": f"{type(model).__module__}:{type(model).__qualname__}",
-            "pretrained": cfg.pretrained, "std_scale": model.std_scale,
+            "pretrained": pretrained, "std_scale": model.std_scale,
             "members": model.info["members"], "test": test, "grouped_cv": cv}
 
 
@@ -412,5 +411,4 @@ def merge_ensembles(models: Sequence[AlignnModel], name: str = "alignn") -> Alig
 
 def merged_metrics(model: AlignnModel) -> dict[str, Any]:
     """Test (scored once) and out-of-fold scores of a merged ensemble, as finetune writes them."""
-    cfg = FinetuneConfig(**model.info["config"]) if model.info.get("config") else FinetuneConfig()
-    return _metrics(model, cfg)
+    return _metrics(model, (model.info.get("config") or {}).get("pretrained", ""))

@@ -60,6 +60,19 @@ def score(
     }
 
 
+def score_with_ci(
+    y_true: Sequence[float],
+    y_pred: Sequence[float],
+    y_std: Sequence[float] | None = None,
+    *,
+    threshold: float = DEFAULT_THRESHOLD_EV,
+) -> dict:
+    """score() plus "accuracy_ci95" (bootstrap_accuracy_ci): how a test split is reported."""
+    out = score(y_true, y_pred, y_std, threshold=threshold)
+    out["accuracy_ci95"] = list(bootstrap_accuracy_ci(y_true, y_pred, threshold=threshold))
+    return out
+
+
 def bootstrap_accuracy_ci(
     y_true: Sequence[float],
     y_pred: Sequence[float],
