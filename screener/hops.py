@@ -19,8 +19,9 @@ import json
 import multiprocessing
 import signal
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from pymatgen.analysis.diffusion.neb.pathfinder import DistinctPathFinder
@@ -70,7 +71,7 @@ class Hop:
         return {"_id": self.hop_key, **asdict(self)}
 
     @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> "Hop":
+    def from_doc(cls, doc: dict[str, Any]) -> Hop:
         try:
             return cls(
                 hop_key=str(doc["hop_key"]),
@@ -89,7 +90,7 @@ class Hop:
     as_dict = to_doc
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Hop":
+    def from_dict(cls, d: dict[str, Any]) -> Hop:
         return cls.from_doc(d)
 
 
@@ -157,7 +158,9 @@ def symmetry_ops(structure: Structure, symprec: float) -> tuple[np.ndarray, np.n
             symprec = max(symprec / 10, 1e-3)
 
 
-def _ion_frac(structure: Structure, working_ion: str) -> tuple[np.ndarray, np.ndarray]:
+def ion_sites(structure: Structure, working_ion: str) -> tuple[np.ndarray, np.ndarray]:
+    """(structure indices, fractional coordinates) of the working ion's sites: hops are edges
+    between them, numbered by position in this list or by structure index."""
     idx = np.array([k for k, sp in enumerate(structure.species) if getattr(sp, "symbol", str(sp)) == working_ion], dtype=int)
     return idx, structure.frac_coords[idx]
 
@@ -368,7 +371,7 @@ def hop_key(
     whatever the site order, the cell, the direction and the symmetric copy given. symprec only
     sets how far (max(0.3, 2 symprec) A) the given end points may lie from the ion's sites.
     """
-    ion_idx, ion_frac = _ion_frac(structure, working_ion)
+    ion_idx, ion_frac = ion_sites(structure, working_ion)
     if len(ion_idx) == 0:
         raise HopError(f"{host_id}: no {working_ion} sites")
     lat = structure.lattice.matrix
@@ -409,8 +412,9 @@ class _Alarm(Exception):
     pass
 
 
-def _run_boxed(fn: Callable, args: tuple, timeout_s: float, host_id: str):
-    """Run fn(*args) so that it is really stopped after timeout_s.
+def run_boxed(fn: Callable, args: tuple, timeout_s: float, host_id: str):
+    """Run fn(*args) so that it is really stopped after timeout_s (HopError "<host_id>: ..."
+    on timeout or on any error of fn, so one slow or broken host fails alone).
 
     Preferred: a forked child process (interrupts C code too, e.g. spglib). Fallback where a
     child is not allowed: SIGALRM in the main thread; else run unboxed.
@@ -489,7 +493,7 @@ def percolation_length(structure: Structure, working_ion: str, cap: float = AUTO
     Hops are added shortest first to screener.ranking's periodic union-find (the same test the
     percolation barriers use), so the answer does not depend on the cell or the site order.
     """
-    ion_idx, ion_frac = _ion_frac(structure, working_ion)
+    ion_idx, ion_frac = ion_sites(structure, working_ion)
     if len(ion_idx) == 0:
         return None, 0
     ions = Structure(structure.lattice, [working_ion] * len(ion_idx), ion_frac)
@@ -503,6 +507,84 @@ def percolation_length(structure: Structure, working_ion: str, cap: float = AUTO
             if dim == 3:
                 break
     return best
+
+
+#: distinct_hops' choices of the cell copy a Hop records (see there).
+REPRESENTATIVES = ("lowest_site", "candidate")
+
+
+def distinct_hops(
+    structure: Structure,
+    host_id: str,
+    working_ion: str,
+    candidates: Iterable[tuple[float, Sequence[float], Sequence[float]]],
+    ident: _Identity | None = None,
+    *,
+    representative: str = "lowest_site",
+    skip_seen: bool = False,
+) -> list[Hop]:
+    """The symmetry-distinct hops among candidate (length, isite, esite) hops between the working
+    ion's sites of structure (fractional, esite the actual image), shortest first.
+
+    Every way of finding hops (DistinctPathFinder, a neighbour search from insertion sites)
+    returns copies: A->B and B->A, symmetric images, near copies in a relaxed cell. Here each
+    candidate becomes its orbit of (site, site, image) edges under the host's full space group
+    (ident: _identity(structure), computed if not given), one orbit is one Hop with that
+    orbit's key (hop_key) and multiplicity, and orbits that a loose snap leaves overlapping
+    (same key) count once. Candidates are taken in the given order (the caller sorts, shortest
+    first): the first of an orbit, and the first orbit of a key, win. representative:
+    "lowest_site" records the orbit's copy from its lowest-numbered site, length recomputed;
+    "candidate" the first candidate as given. skip_seen: skip a candidate whose edge is already
+    in an orbit (faster when most candidates are copies; can drop an orbit a loose snap would
+    have split off). Empty when no candidate joins two distinct sites.
+    """
+    if representative not in REPRESENTATIVES:
+        raise ValueError(f"{host_id}: unknown hop representative {representative!r}; known: {', '.join(REPRESENTATIVES)}")
+    if ident is None:
+        ident = _identity(structure)
+    ion_idx, ion_frac = ion_sites(structure, working_ion)
+    lat = structure.lattice
+    tol = _snap_tol(ident.symprec)
+    orbits: dict[frozenset, tuple[float, np.ndarray, np.ndarray]] = {}
+    seen: set = set()
+    for length, isite, esite in candidates:
+        i_f, e_f = np.asarray(isite, dtype=float), np.asarray(esite, dtype=float)
+        if skip_seen:
+            k, img, _ = _snap(np.array([i_f, e_f]), ion_frac, lat.matrix, tol)
+            if _canonical_edge(int(ion_idx[k[0]]), int(ion_idx[k[1]]), img[1] - img[0]) in seen:
+                continue
+        orb = _orbit(i_f, e_f, ion_idx, ion_frac, lat.matrix, ident.rots, ident.trans, tol)
+        if skip_seen:
+            seen |= orb
+        if orb and orb not in orbits:
+            orbits[orb] = (float(length), i_f, e_f)
+    keys = _orbit_keys(structure, host_id, working_ion, list(orbits), ident)
+    hops: dict[str, Hop] = {}
+    frac = structure.frac_coords
+    for key, (orb, (length, i_f, e_f)) in zip(keys, orbits.items()):
+        if key in hops:  # orbits that overlap under a loose snap; keep the first (shortest)
+            continue
+        if representative == "lowest_site":
+            # the hop as it sits in this cell: the copy from the lowest-numbered site (not the
+            # candidate that happened to come first), starting in the unit cell
+            i, j, image = min(orb)
+            shift = np.floor(frac[i])
+            i_f, e_f = frac[i] - shift, frac[j] + np.array(image) - shift
+            wrap = i_f >= 1.0  # floor(-1e-17) is -1
+            i_f[wrap] -= 1.0
+            e_f[wrap] -= 1.0
+            length = float(np.linalg.norm(lat.get_cartesian_coords(e_f - i_f)))
+        hops[key] = Hop(
+            hop_key=key,
+            host_id=host_id,
+            working_ion=working_ion,
+            isite=[float(x) for x in i_f],
+            esite=[float(x) for x in e_f],
+            length=length,
+            symprec=float(ident.symprec),
+            multiplicity=len(orb),
+        )
+    return sorted(hops.values(), key=lambda h: (round(h.length, 4), h.hop_key))
 
 
 def _enumerate(
@@ -546,40 +628,10 @@ def _enumerate(
             f"{host_id}: no {working_ion}-{working_ion} hop within {max_length:g} A ({n} {working_ion} site(s) "
             "in the cell; hops into empty sites are not supported yet)"
         )
-    ion_idx, ion_frac = _ion_frac(structure, working_ion)
-    tol = _snap_tol(ident.symprec)
     # DistinctPathFinder keeps A->B and B->A (and copies its 0.001 default symprec fails to
     # merge) as separate paths: one orbit of edges is one hop
-    orbits: dict[frozenset, None] = {}
-    for _, i_f, e_f in sorted(cands, key=lambda c: (round(c[0], 6), tuple(c[1]), tuple(c[2]))):
-        orb = _orbit(i_f, e_f, ion_idx, ion_frac, lat.matrix, ident.rots, ident.trans, tol)
-        if orb:
-            orbits.setdefault(orb)
-    keys = _orbit_keys(structure, host_id, working_ion, list(orbits), ident)
-    hops: dict[str, Hop] = {}
-    frac = structure.frac_coords
-    for key, orb in zip(keys, orbits):
-        if key in hops:  # orbits that overlap under a loose snap; keep the first (shortest)
-            continue
-        # the hop as it sits in this cell: the copy from the lowest-numbered site (not the one
-        # DistinctPathFinder happened to return), starting in the unit cell
-        i, j, image = min(orb)
-        shift = np.floor(frac[i])
-        i_f, e_f = frac[i] - shift, frac[j] + np.array(image) - shift
-        wrap = i_f >= 1.0  # floor(-1e-17) is -1
-        i_f[wrap] -= 1.0
-        e_f[wrap] -= 1.0
-        hops[key] = Hop(
-            hop_key=key,
-            host_id=host_id,
-            working_ion=working_ion,
-            isite=[float(x) for x in i_f],
-            esite=[float(x) for x in e_f],
-            length=float(np.linalg.norm(lat.get_cartesian_coords(e_f - i_f))),
-            symprec=float(ident.symprec),
-            multiplicity=len(orb),
-        )
-    return sorted(hops.values(), key=lambda h: (round(h.length, 4), h.hop_key))
+    cands.sort(key=lambda c: (round(c[0], 6), tuple(c[1]), tuple(c[2])))
+    return distinct_hops(structure, host_id, working_ion, cands, ident)
 
 
 def enumerate_hops(
@@ -603,7 +655,7 @@ def enumerate_hops(
     _check_host(structure, host_id, working_ion)
     if not (max_length == "auto" or (isinstance(max_length, (int, float)) and max_length > 0)):
         raise HopError(f"{host_id}: max_length must be a positive number of Angstrom or 'auto', not {max_length!r}")
-    return _run_boxed(_enumerate, (structure, host_id, working_ion, max_length, symprec), timeout_s, host_id)
+    return run_boxed(_enumerate, (structure, host_id, working_ion, max_length, symprec), timeout_s, host_id)
 
 
 # ----------------------------------------------------------------------------- hop network
@@ -618,7 +670,7 @@ def equivalent_hop_edges(
     space group (as enumerate_hops decides hops, even in a supercell lacking some rotations);
     tol (Angstrom) is how far a mapped end point may be from its site.
     """
-    ion_idx, ion_frac = _ion_frac(structure, working_ion)
+    ion_idx, ion_frac = ion_sites(structure, working_ion)
     if not hops or len(ion_idx) == 0:
         return []
     lat = structure.lattice.matrix
@@ -651,7 +703,7 @@ def matching_hop(
     would otherwise hide equivalent hops.
     """
     prim = structure.get_primitive_structure()  # same cartesian frame and origin
-    to_prim = lambda x: prim.lattice.get_fractional_coords(structure.lattice.get_cartesian_coords(np.asarray(x, float)))  # noqa: E731
+    to_prim = lambda x: prim.lattice.get_fractional_coords(structure.lattice.get_cartesian_coords(np.asarray(x, float)))
     ti, te = to_prim(isite), to_prim(esite)
     lat = prim.lattice.matrix
     ops: dict[float, tuple[np.ndarray, np.ndarray, float]] = {}

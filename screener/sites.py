@@ -25,9 +25,13 @@ from pymatgen.core import Element, Species, Structure
 from scipy.spatial import Voronoi, cKDTree
 from scipy.special import erfc
 
-# site_hops mirrors the end of hops._enumerate on its own start sites (see its docstring)
 from screener.hops import (
-    Hop, HopError, _canonical_edge, _identity, _ion_frac, _orbit, _orbit_keys, _run_boxed, _snap_tol, symmetry_ops,
+    Hop,
+    HopError,
+    distinct_hops,
+    ion_sites,
+    run_boxed,
+    symmetry_ops,
 )
 
 #: Shannon radii (Angstrom, 6-fold) of the working ions at their usual charge; O2- is 1.40.
@@ -131,14 +135,14 @@ def _r0(a: str, b: str) -> float:
 def _cation_radius(el: str, valence: float) -> float:
     """Ionic radius (Angstrom) of a framework cation at its bond-valence charge."""
     e = Element(el)
-    for ox in sorted({max(1, int(round(valence)))} | set(e.common_oxidation_states), key=lambda o: abs(o - valence)):
+    for ox in sorted({max(1, int(np.rint(valence)))} | set(e.common_oxidation_states), key=lambda o: abs(o - valence)):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # pymatgen warns when it falls back to low-spin data
                 r = Species(el, ox).ionic_radius
             if r:
                 return float(r)
-        except Exception:  # noqa: BLE001 - not every (element, charge) has a Shannon radius
+        except Exception:  # noqa: BLE001, S112 - not every (element, charge) has a Shannon radius
             continue
     return float(e.average_cationic_radius or e.atomic_radius or 0.7)
 
@@ -447,19 +451,16 @@ def site_hops(
 ) -> list[Hop]:
     """Symmetry-distinct hops between the ion's sites of filled up to max_length (Angstrom),
     shortest first. Every hop is an image of one that starts on an orbit's first site (reps), so
-    only those are expanded; hops are then merged by their orbit of (site, site, image) edges and
-    keyed exactly as enumerate_hops does. Much faster than DistinctPathFinder when an empty host
-    has hundreds of candidate positions."""
-    ion_idx, ion_frac = _ion_frac(filled, working_ion)
+    only those are expanded; hops are then merged and keyed by hops.distinct_hops, as
+    enumerate_hops does (each hop recorded as its first, shortest, candidate). Much faster than
+    DistinctPathFinder when an empty host has hundreds of candidate positions."""
+    ion_idx, ion_frac = ion_sites(filled, working_ion)
     pos = {int(k): n for n, k in enumerate(ion_idx)}
-    ident = _identity(filled)  # the operations and tolerance enumerate_hops tells hops apart with
-    rots, trans, used = ident.rots, ident.trans, ident.symprec
     lat = filled.lattice
-    tol = _snap_tol(used)
     cands = []
     for r in reps:
         n = pos[r]
-        fc, dist, idx, img = lat.get_points_in_sphere(ion_frac, lat.get_cartesian_coords(ion_frac[n]), max_length + 1e-6, zip_results=False)
+        _, dist, idx, img = lat.get_points_in_sphere(ion_frac, lat.get_cartesian_coords(ion_frac[n]), max_length + 1e-6, zip_results=False)
         for d, j, im in zip(dist, idx, img):
             if d < 1e-6:
                 continue
@@ -467,24 +468,14 @@ def site_hops(
                 raise HopError(f"{host_id}: two {working_ion} sites {d:.2f} A apart (duplicate sites?)")
             cands.append((float(d), n, int(j), tuple(int(x) for x in im)))
     cands.sort(key=lambda c: (round(c[0], 6), c[1], c[2], c[3]))
-    orbits: dict[frozenset, tuple[float, np.ndarray, np.ndarray]] = {}
-    seen: set = set()
-    for d, n, j, im in cands:
-        if _canonical_edge(int(ion_idx[n]), int(ion_idx[j]), im) in seen:
-            continue
-        i_f, e_f = ion_frac[n], ion_frac[j] + np.array(im, dtype=float)
-        orb = _orbit(i_f, e_f, ion_idx, ion_frac, lat.matrix, rots, trans, tol)
-        seen |= orb
-        if orb and orb not in orbits:
-            orbits[orb] = (d, i_f, e_f)
-    if not orbits:
+    # most candidates are copies of a few hops: skip those whose edge an orbit already holds
+    hops = distinct_hops(
+        filled, host_id, working_ion, ((d, ion_frac[n], ion_frac[j] + np.array(im, dtype=float)) for d, n, j, im in cands),
+        representative="candidate", skip_seen=True,
+    )
+    if not hops:
         raise HopError(f"{host_id}: no {working_ion}-{working_ion} hop within {max_length:g} A between its insertion sites")
-    keys = _orbit_keys(filled, host_id, working_ion, list(orbits), ident)
-    hops: dict[str, Hop] = {}
-    for key, (orb, (d, i_f, e_f)) in zip(keys, orbits.items()):
-        if key not in hops:  # orbits that overlap under a loose snap: keep the first (shortest)
-            hops[key] = Hop(key, host_id, working_ion, [float(x) for x in i_f], [float(x) for x in e_f], d, float(used), len(orb))
-    return sorted(hops.values(), key=lambda h: (round(h.length, 4), h.hop_key))
+    return hops
 
 
 def insertion_hops(
@@ -510,5 +501,5 @@ def insertion_hops(
                             relax_settings)
     filled, reps = _fill(structure, working_ion, sites)
     task = partial(site_hops, max_length=max_length)
-    hops = _run_boxed(task, (filled, host_id, working_ion, reps), timeout_s, host_id)
+    hops = run_boxed(task, (filled, host_id, working_ion, reps), timeout_s, host_id)
     return filled, hops

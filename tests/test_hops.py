@@ -19,6 +19,7 @@ from screener.hops import (
     AUTO_MARGIN,
     Hop,
     HopError,
+    distinct_hops,
     enumerate_hops,
     equivalent_hop_edges,
     hop_key,
@@ -42,7 +43,7 @@ def olivine() -> tuple[Structure, str, list[Hop]]:
 
 
 def test_olivine_hops_match_dataset(olivine):
-    host, ion, hops = olivine
+    host, _, hops = olivine
     assert [round(h.length, 2) for h in hops] == sorted(round(h.length, 2) for h in hops)
     assert abs(hops[0].length - dataset_hop_length("O-LiFePO4")) < 0.01  # the b-channel hop
     # 16 Li in the cell, each with two b-channel neighbours -> 16 equivalent shortest hops
@@ -119,6 +120,31 @@ def test_reversed_duplicates_are_merged():
     for h in hops:
         assert hop_key(host, "LiCoO2_1", ion, h.esite, h.isite, h.symprec) == h.hop_key
 
+
+
+def test_distinct_hops_merges_reversed_and_translated_copies(olivine):
+    # each enumerated hop fed back three times (as is, reversed, translated by a lattice vector,
+    # one hop's orbit at a time): one Hop per orbit, exactly enumerate_hops' answer
+    host, ion, hops = olivine
+    assert len(hops) == 2  # the b-channel hop and a 4.65 A one
+    shift = np.array([1.0, -1.0, 2.0])
+    cands = [
+        c for h in hops
+        for c in ((h.length, h.esite, h.isite), (h.length, h.isite, h.esite), (h.length, np.add(h.isite, shift), np.add(h.esite, shift)))
+    ]
+    assert distinct_hops(host, "O-LiFePO4", ion, cands) == hops
+    assert distinct_hops(host, "O-LiFePO4", ion, cands, skip_seen=True) == hops
+    # representative="candidate": each hop as its first candidate (here: reversed)
+    as_given = distinct_hops(host, "O-LiFePO4", ion, cands, representative="candidate")
+    assert [(h.hop_key, h.multiplicity) for h in as_given] == [(h.hop_key, h.multiplicity) for h in hops]
+    assert [(h.isite, h.esite) for h in as_given] == [(h.esite, h.isite) for h in hops]
+    # a site to itself is no hop; to its own lattice image it is one
+    p = hops[0].isite
+    assert distinct_hops(host, "O-LiFePO4", ion, [(0.0, p, p)]) == []
+    (image_hop,) = distinct_hops(host, "O-LiFePO4", ion, [(0.0, p, p), (host.lattice.a, p, np.add(p, [1, 0, 0]))])
+    assert abs(image_hop.length - host.lattice.a) < 1e-9 and image_hop.hop_key not in {h.hop_key for h in hops}
+    with pytest.raises(ValueError, match=r"^O-LiFePO4: unknown hop representative 'first'"):
+        distinct_hops(host, "O-LiFePO4", ion, cands, representative="first")
 
 def test_no_ion_raises_one_line():
     host, _ = dataset_host("O-LiFePO4")

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _dataset import dataset_band, dataset_host
 from pymatgen.core import Lattice, Structure
 
-from _dataset import dataset_band, dataset_host
 from screener.hops import enumerate_hops
 from screener.sites import (
-    SiteEnergy, SiteError, _fill, _nearest, candidate_sites, default_min_distance, insertion_hops, insertion_sites, site_hops,
+    SiteEnergy,
+    SiteError,
+    _fill,
+    _nearest,
+    candidate_sites,
+    default_min_distance,
+    insertion_hops,
+    insertion_sites,
+    site_hops,
 )
 
 
