@@ -146,3 +146,14 @@ def test_two_seeds_merge_into_one_ensemble_with_averaged_out_of_fold_predictions
     other = load_model(finetune(_cfg(mpt, tmp_path / "one", members=1), progress=False)["model"])
     with pytest.raises(ValueError, match="other folds"):
         merge_ensembles([runs[0], other])
+
+
+def test_cropped_member_trains_and_resume_refuses_another_crop(mpt, tmp_path):
+    out = tmp_path / "ft"
+    done = finetune(_cfg(mpt, out, members=1, crop_radius=4.0), progress=False)
+    assert done["stopped"] == "done"
+    model = load_model(done["model"])
+    assert model.graph_settings.crop_radius == 4.0  # inference crops the way training did
+    with pytest.raises(ValueError, match=r"member-0\.pt: started with crop_radius=4\.0") as exc:
+        finetune(_cfg(mpt, out, members=1, epochs=2, crop_radius=0.0), resume=True, progress=False)
+    assert "\n" not in str(exc.value)

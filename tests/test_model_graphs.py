@@ -99,3 +99,38 @@ def test_bad_input_names_it():
     with pytest.raises(ValueError, match="^lonely: no neighbour within 8 A") as exc:
         build_graph(lonely, name="lonely")
     assert "\n" not in str(exc.value)
+
+
+def test_cropped_band_keeps_every_atom_near_the_hop_and_only_those(band):
+    radius = 5.0
+    g = build_graph(band, GraphSettings(crop_radius=radius), n_band_sites=5)
+    assert g.n_band_sites == 5 and g.num_nodes < len(band)
+    np.testing.assert_array_equal(g.z[:5], band.atomic_numbers[:5])
+    # brute force: every (site, periodic image) within the radius of one of the five hop sites
+    expected = set()
+    for c in band.cart_coords[:5]:
+        for nb in band.get_sites_in_sphere(c, radius):
+            expected.add((nb.index, tuple(np.rint(nb.image).astype(int))))
+    assert g.num_nodes == len(expected)
+    assert sorted(g.z.tolist()) == sorted(band.atomic_numbers[i] for i, _ in expected)
+    # a finite cluster: bonds stay inside it, and each band site's nearest neighbours are unchanged
+    full = build_graph(band, GraphSettings(), n_band_sites=5)
+    for site in range(5):
+        near = lambda gr: sorted(np.round(np.linalg.norm(gr.r[gr.src == site], axis=1), 3).tolist())
+        assert near(g)[:4] == near(full)[:4]
+
+
+def test_cropped_graph_ignores_host_site_order_and_has_its_own_cache_key(band, tmp_path):
+    settings = GraphSettings(crop_radius=4.0)
+    rng = np.random.default_rng(1)
+    order = list(range(5)) + list(rng.permutation(range(5, len(band))))
+    shuffled = Structure.from_sites([band[i] for i in order])
+    g1, g2 = build_graph(band, settings, 5), build_graph(shuffled, settings, 5)
+    assert g1.num_triplets == g2.num_triplets
+    assert _edge_multiset(g1) == _edge_multiset(g2)
+    assert structure_key(band, settings, 5) != structure_key(band, GraphSettings(), 5)
+    assert GraphSettings().key() == "v1-c8-k8-t0.001"  # uncropped keys unchanged: old caches stay valid
+    cache = GraphCache(tmp_path, settings)
+    assert band_graph(band, cache=cache).num_nodes == g1.num_nodes
+    # a bulk structure (no hop sites) is never cropped
+    assert build_graph(band, settings, n_band_sites=0).num_nodes == len(band)

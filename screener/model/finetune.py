@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,8 @@ class FinetuneConfig:
     log_target: bool = True
     readout: str = "mean"
     """"mean" (alignn's, as the paper) or "band" (+ the five hop sites; screener.model.readout)."""
+    crop_radius: float = 0.0
+    """Graph only the atoms within this of the hop's five sites (Angstrom; 0 = the whole band)."""
     members: int | None = None
     """Train members for the first N folds only (default: every fold)."""
     limit: int | None = None
@@ -176,6 +178,20 @@ def _epoch_lr(st: dict[str, Any], cfg: FinetuneConfig, frac: float) -> float:
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1.0 + math.cos(math.pi * min(t, 1.0)))
 
 
+#: FinetuneConfig fields a resumed member must share with the run that started it (older
+#: checkpoints lack crop_radius and seed: they were 0).
+RECIPE_FIELDS = {"readout": "mean", "log_target": True, "crop_radius": 0.0, "seed": 0}
+
+
+def _check_same_recipe(path: Path, saved: dict[str, Any], cfg: FinetuneConfig) -> None:
+    """ValueError when --resume would continue a member under another recipe (other graphs or
+    targets would silently mix two models in one)."""
+    for field, default in RECIPE_FIELDS.items():
+        if saved.get(field, default) != getattr(cfg, field):
+            raise ValueError(f"{path}: started with {field}={saved.get(field, default)!r}, this run has "
+                             f"{field}={getattr(cfg, field)!r}; use another --out or the same setting")
+
+
 def _train_member(k: int, cfg: FinetuneConfig, ckpt: Path, graphs: list[CrystalGraph],
                   z: torch.Tensor, y: np.ndarray, folds: np.ndarray, deadline: float,
                   resume: bool, progress: bool) -> dict[str, Any] | None:
@@ -196,6 +212,7 @@ def _train_member(k: int, cfg: FinetuneConfig, ckpt: Path, graphs: list[CrystalG
                           "best_model": None, "history": [], "done": False}
     if resume and path.is_file():
         st = load_checkpoint(path)
+        _check_same_recipe(path, st.get("config", {}), cfg)
         # "done" is re-judged under this run's epochs/patience: a longer run continues a member
         st["done"] = _finished(st, cfg)
         if st["done"]:
@@ -291,6 +308,9 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -
     torch.set_num_threads(cfg.threads)
     malloc_tuned = tune_allocator() if cfg.tune_malloc else False
     model_cfg, settings = pretrained_setup(ckpt, cfg.readout)
+    if cfg.crop_radius < 0:
+        raise ValueError(f"crop_radius: {cfg.crop_radius} is negative")
+    settings = replace(settings, crop_radius=float(cfg.crop_radius))
     log.info("start resume=%s malloc_tuned=%s config=%s", resume, malloc_tuned, json.dumps(asdict(cfg)))
 
     bands, y, meta = load_split("train")
