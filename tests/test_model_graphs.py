@@ -134,3 +134,8 @@ def test_cropped_graph_ignores_host_site_order_and_has_its_own_cache_key(band, t
     assert band_graph(band, cache=cache).num_nodes == g1.num_nodes
     # a bulk structure (no hop sites) is never cropped
     assert build_graph(band, settings, n_band_sites=0).num_nodes == len(band)
+    # hop sites given outside the unit cell (unwrapped fractional coordinates, as 103 dataset bands
+    # have) give the same cluster: no hop site is doubled by its own periodic image
+    moved = Structure(band.lattice, band.species, band.frac_coords + np.array([1.0, -1.0, 2.0]))
+    g3 = build_graph(moved, settings, 5)
+    assert g3.num_nodes == g1.num_nodes and _edge_multiset(g3) == _edge_multiset(g1)

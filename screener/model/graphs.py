@@ -145,7 +145,7 @@ def crop_cluster(structure: Structure, n_band_sites: int, radius: float) -> tupl
         for f, i, im in zip(np.atleast_2d(fc), np.asarray(idx, dtype=int), np.atleast_2d(img)):
             found.setdefault((int(i), *np.rint(im).astype(int).tolist()), f)
     band = [(i, 0, 0, 0) for i in range(n_band_sites)]
-    rest = sorted(k for k in found if k not in set(band))
+    rest = sorted(set(found) - set(band))
     keys = band + rest
     fcoords = np.array([found[k] if k in found else frac[k[0]] for k in keys])
     z = np.asarray(structure.atomic_numbers, dtype=np.int16)[[k[0] for k in keys]]
