@@ -280,6 +280,7 @@ def finetune_cmd(
     log_target: Annotated[bool, typer.Option("--log-target/--ev-target", help="Fit log(E_m + 0.05) or E_m.")] = True,
     readout: Annotated[str, typer.Option("--readout", help="mean (over all atoms, as alignn) or band (+ the hop's five sites).")] = "mean",
     crop_radius: Annotated[float, typer.Option("--crop-radius", help="Graph only the atoms within this of the hop's five sites (Angstrom; 0 = the whole band).")] = 0.0,
+    hop_descriptors: Annotated[bool, typer.Option("--hop-descriptors/--no-hop-descriptors", help="Band readout: feed the hop descriptors to the output layer beside the graph.")] = False,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N training bands.")] = None,
     name: Annotated[str, typer.Option("--name", help="Model name.")] = "alignn",
     threads: Annotated[int, typer.Option("--threads", help="torch threads.")] = 1,
@@ -292,7 +293,7 @@ def finetune_cmd(
     cfg = FinetuneConfig(pretrained=str(pretrained or ""), out_dir=str(out or ""), epochs=epochs,
                          patience=patience, anneal_epochs=anneal_epochs, lr_min=lr_min, select=select, seed=seed,
                          members=members, batch_size=batch_size, lr=lr,
-                         log_target=log_target, readout=readout, crop_radius=crop_radius, limit=limit,
+                         log_target=log_target, readout=readout, crop_radius=crop_radius, hop_descriptors=hop_descriptors, limit=limit,
                          budget_minutes=budget_minutes,
                          threads=threads, name=name, device=device)
     try:

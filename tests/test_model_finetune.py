@@ -157,3 +157,27 @@ def test_cropped_member_trains_and_resume_refuses_another_crop(mpt, tmp_path):
     with pytest.raises(ValueError, match=r"member-0\.pt: started with crop_radius=4\.0") as exc:
         finetune(_cfg(mpt, out, members=1, epochs=2, crop_radius=0.0), resume=True, progress=False)
     assert "\n" not in str(exc.value)
+
+
+def test_hop_descriptors_beside_the_graph_reach_the_prediction(mpt, tmp_path):
+    """--hop-descriptors: the output layer reads the 54 standardised hop descriptors too; the saved
+    ensemble carries their scaler, so a band whose descriptors change gets another prediction."""
+    from screener.model.descriptors import DESCRIPTOR_NAMES, descriptor_matrix
+
+    summary = finetune(_cfg(mpt, tmp_path / "fth", members=1, readout="band", crop_radius=4.0,
+                            hop_descriptors=True), progress=False)
+    model = load_model(summary["model"])
+    n = len(DESCRIPTOR_NAMES)
+    assert model.model_config.hop_descriptors == n
+    assert model.member_states[0]["fc.weight"].shape[1] == 3 * TINY.hidden_features + n
+    X = descriptor_matrix([b.band for b in load_bands("train")[:20]])
+    assert model.descriptor_scaler["mean"] == pytest.approx(X.mean(axis=0).tolist())
+    bands = [b.band for b in load_bands("test")[:3]]
+    mean, _ = model.predict(bands)
+    assert np.isfinite(mean).all()
+    # same graph, other descriptors: the descriptor part of the output layer is really used
+    shifted = dict(model.descriptor_scaler, mean=[m + 1.0 for m in model.descriptor_scaler["mean"]])
+    model.descriptor_scaler = shifted
+    assert not np.allclose(model.predict(bands)[0], mean)
+    with pytest.raises(ValueError, match="hop_descriptors: needs --readout band"):
+        finetune(_cfg(mpt, tmp_path / "ftm", members=1, hop_descriptors=True), progress=False)

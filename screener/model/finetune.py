@@ -29,7 +29,12 @@ import numpy as np
 import torch
 
 from screener.config import screener_home
-from screener.model.alignn_model import AlignnModel, network_from_pretrained
+from screener.model.alignn_model import (
+    AlignnModel,
+    attach_hop_descriptors,
+    descriptor_scaler,
+    network_from_pretrained,
+)
 from screener.model.descriptor_model import (
     NOISE_FLOOR_EV,
     calibrate_scale,
@@ -100,6 +105,9 @@ class FinetuneConfig:
     """"mean" (alignn's, as the paper) or "band" (+ the five hop sites; screener.model.readout)."""
     crop_radius: float = 0.0
     """Graph only the atoms within this of the hop's five sites (Angstrom; 0 = the whole band)."""
+    hop_descriptors: bool = False
+    """Band readout: also feed the descriptor model's standardised hop descriptors to the output
+    layer (the physical descriptors beside the graph)."""
     members: int | None = None
     """Train members for the first N folds only (default: every fold)."""
     limit: int | None = None
@@ -112,6 +120,13 @@ class FinetuneConfig:
     """auto (CUDA when torch sees a GPU, else CPU), cpu, cuda or cuda:N."""
     seed: int = 0
     name: str = "alignn"
+
+
+def n_hop_descriptors(cfg: FinetuneConfig) -> int:
+    """How many hop descriptors the output layer reads (0 without --hop-descriptors)."""
+    from screener.model.descriptors import DESCRIPTOR_NAMES
+
+    return len(DESCRIPTOR_NAMES) if cfg.hop_descriptors else 0
 
 
 def default_finetune_dir() -> Path:
@@ -180,7 +195,7 @@ def _epoch_lr(st: dict[str, Any], cfg: FinetuneConfig, frac: float) -> float:
 
 #: FinetuneConfig fields a resumed member must share with the run that started it (older
 #: checkpoints lack crop_radius and seed: they were 0).
-RECIPE_FIELDS = {"readout": "mean", "log_target": True, "crop_radius": 0.0, "seed": 0}
+RECIPE_FIELDS = {"readout": "mean", "log_target": True, "crop_radius": 0.0, "seed": 0, "hop_descriptors": False}
 
 
 def _check_same_recipe(path: Path, saved: dict[str, Any], cfg: FinetuneConfig) -> None:
@@ -206,7 +221,8 @@ def _train_member(k: int, cfg: FinetuneConfig, ckpt: Path, graphs: list[CrystalG
     torch.manual_seed(cfg.seed + 1000 * k)  # fresh output layer and shuffling differ per member
     np.random.seed(cfg.seed + 1000 * k)
     device = resolve_device(cfg.device)
-    net = network_from_pretrained(ckpt, output_features=1, readout=cfg.readout).to(device)
+    net = network_from_pretrained(ckpt, output_features=1, readout=cfg.readout,
+                                  hop_descriptors=n_hop_descriptors(cfg)).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     st: dict[str, Any] = {"fold": k, "epoch": 0, "best_val": math.inf, "best_epoch": 0,
                           "best_model": None, "history": [], "done": False}
@@ -311,6 +327,9 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -
     if cfg.crop_radius < 0:
         raise ValueError(f"crop_radius: {cfg.crop_radius} is negative")
     settings = replace(settings, crop_radius=float(cfg.crop_radius))
+    if cfg.hop_descriptors and cfg.readout != "band":
+        raise ValueError("hop_descriptors: needs --readout band")
+    model_cfg = replace(model_cfg, hop_descriptors=n_hop_descriptors(cfg))
     log.info("start resume=%s malloc_tuned=%s config=%s", resume, malloc_tuned, json.dumps(asdict(cfg)))
 
     bands, y, meta = load_split("train")
@@ -325,6 +344,13 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -
                                mininterval=5, leave=False)]
     log.info("graphs: %d (cache hits %d, built %d) in %.1f s; members for folds %s", len(graphs),
              cache.hits, cache.misses, time.monotonic() - t_start, fold_ids)
+    scaler = None
+    if cfg.hop_descriptors:
+        from screener.model.descriptors import descriptor_matrix
+
+        X = descriptor_matrix(bands)
+        scaler = descriptor_scaler(X)  # from the training bands' descriptors only (no targets)
+        attach_hop_descriptors(graphs, None, scaler, X=X)
     z = torch.tensor(_fwd(y, cfg.log_target), dtype=torch.float32)
     deadline = t_start + cfg.budget_minutes * 60.0
 
@@ -337,7 +363,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -
                     "out_dir": str(out_dir)}
         states.append(st)
 
-    model = _assemble(cfg, model_cfg, settings, states, fold_ids, graphs, y, folds, meta)
+    model = _assemble(cfg, model_cfg, settings, states, fold_ids, graphs, y, folds, meta, scaler)
     model.cache = cache
     model_path = model.save(out_dir / MODEL_FILE)
     metrics = _metrics(model, cfg.pretrained)
@@ -352,7 +378,8 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -
 
 def _assemble(cfg: FinetuneConfig, model_cfg: ModelConfig, settings: GraphSettings,
               states: list[dict[str, Any]], fold_ids: list[int], graphs: list[CrystalGraph],
-              y: np.ndarray, folds: np.ndarray, meta: list[dict]) -> AlignnModel:
+              y: np.ndarray, folds: np.ndarray, meta: list[dict],
+              scaler: dict[str, list[float]] | None = None) -> AlignnModel:
     """Ensemble of the members' best epochs, std scale calibrated on out-of-fold residuals.
 
     The residual of a training band is its own fold's member's (out-of-fold); the raw spread is the
@@ -361,7 +388,7 @@ def _assemble(cfg: FinetuneConfig, model_cfg: ModelConfig, settings: GraphSettin
     """
     cls = LogTargetAlignnModel if cfg.log_target else AlignnModel
     kept = [_kept(s, cfg.select) for s in states]
-    model = cls([w for w, *_ in kept], model_cfg, settings, name=cfg.name)
+    model = cls([w for w, *_ in kept], model_cfg, settings, name=cfg.name, descriptor_scaler=scaler)
     in_oof = np.isin(folds, fold_ids)
     oof = np.full(len(y), np.nan)
     for k, (_, val_pred, _, _) in zip(fold_ids, kept):
@@ -410,9 +437,11 @@ def merge_ensembles(models: Sequence[AlignnModel], name: str = "alignn") -> Alig
             raise ValueError(f"merge: {m.model_id} has another network, graph settings or target than {first.model_id}")
         if m.info.get("folds") != first.info.get("folds") or m.info["oof"]["sys_name"] != first.info["oof"]["sys_name"]:
             raise ValueError(f"merge: {m.model_id} was trained on other folds than {first.model_id}")
+        if m.descriptor_scaler != first.descriptor_scaler:
+            raise ValueError(f"merge: {m.model_id} scales its hop descriptors otherwise than {first.model_id}")
     oof_mean = np.mean([m.info["oof"]["mean"] for m in models], axis=0)
     merged = type(first)([s for m in models for s in m.member_states], first.model_config, first.graph_settings,
-                         std_floor=first.std_floor, name=name)
+                         std_floor=first.std_floor, name=name, descriptor_scaler=first.descriptor_scaler)
     bands, y, meta = load_split("train")
     where = {m["sys_name"]: i for i, m in enumerate(meta)}
     idx = [where[n] for n in first.info["oof"]["sys_name"]]

@@ -71,6 +71,8 @@ class CrystalGraph:
     """(T,) int32 edge index of bond (v,w)."""
     n_band_sites: int = 0
     """Leading nodes that are the hop (5 for a band, 0 for a bulk structure)."""
+    hop_descriptors: np.ndarray | None = None
+    """(d,) standardised descriptors of the hop, for a readout that reads them (not cached)."""
 
     @property
     def num_nodes(self) -> int:
@@ -85,7 +87,8 @@ class CrystalGraph:
         return int(self.lg_src.shape[0])
 
     def nbytes(self) -> int:
-        return sum(getattr(self, f.name).nbytes for f in fields(self) if f.name != "n_band_sites")
+        return sum(getattr(self, f.name).nbytes for f in fields(self)
+                   if isinstance(getattr(self, f.name), np.ndarray))
 
 
 def structure_key(structure: Structure, settings: GraphSettings, n_band_sites: int = 0) -> str:
@@ -308,8 +311,14 @@ def batch_graphs(graphs: Sequence[CrystalGraph]) -> GraphBatch:
     for g, o in zip(graphs, node_off):
         band[o:o + g.n_band_sites] = True
     feats = atom_feature_table()[torch.from_numpy(z)]
+    ndata = {"atom_features": feats, "band_site": torch.from_numpy(band)}
+    if any(g.hop_descriptors is not None for g in graphs):
+        if any(g.hop_descriptors is None for g in graphs):
+            raise ValueError("batch_graphs: some graphs carry hop descriptors and some do not")
+        per_graph = np.stack([g.hop_descriptors for g in graphs]).astype(np.float32)
+        ndata["hop_descriptors"] = torch.from_numpy(np.repeat(per_graph, n_nodes, axis=0))
     g = TorchGraph(num_nodes=int(n_nodes.sum()), src=torch.from_numpy(src), dst=torch.from_numpy(dst),
-                   ndata={"atom_features": feats, "band_site": torch.from_numpy(band)},
+                   ndata=ndata,
                    edata={"r": torch.from_numpy(r)},
                    batch_num_nodes=torch.from_numpy(n_nodes), batch_num_edges=torch.from_numpy(n_edges))
     lg = TorchGraph(num_nodes=int(n_edges.sum()), src=torch.from_numpy(lg_src),

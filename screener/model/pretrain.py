@@ -53,6 +53,9 @@ class ModelConfig:
     output_features: int = len(PROPERTIES)
     readout: str = "mean"
     """"mean" (alignn's: mean over all atoms) or "band" (screener.model.readout: + the hop's sites)."""
+    hop_descriptors: int = 0
+    """Band readout only: this many standardised hop descriptors (screener.model.descriptors) go
+    into the output layer beside the graph's features (0: the graph alone)."""
 
 
 @dataclass
@@ -120,7 +123,9 @@ def build_model(cfg: ModelConfig) -> torch.nn.Module:
     if cfg.readout == "band":
         from screener.model.readout import BandReadoutALIGNN
 
-        return BandReadoutALIGNN(conf)
+        return BandReadoutALIGNN(conf, hop_descriptors=cfg.hop_descriptors)
+    if cfg.hop_descriptors:
+        raise ValueError("model config: hop descriptors need the band readout (readout='band')")
     if cfg.readout != "mean":
         raise ValueError(f"model config: unknown readout {cfg.readout!r}; use mean or band")
     return ALIGNNAtomWisePure(conf)

@@ -22,6 +22,9 @@ from alignn.models.alignn_atomwise_pure import (
 
 #: Node data key of the (N,) bool mask "node is one of a band's five hop sites" (set by batch_graphs).
 BAND_KEY = "band_site"
+#: Node data key of the (N, d) hop descriptors of each node's band (every node of a band carries
+#: its band's row; the readout takes the first node's).
+HOP_DESCRIPTORS_KEY = "hop_descriptors"
 #: The middle image (index 2 of the five band sites): the linear path's saddle-point guess.
 MIDDLE = 2
 
@@ -29,9 +32,10 @@ MIDDLE = 2
 class BandReadoutALIGNN(ALIGNNAtomWisePure):
     """alignn's pure-torch ALIGNN with a [mean(all), mean(band sites), middle image] readout."""
 
-    def __init__(self, config) -> None:
+    def __init__(self, config, hop_descriptors: int = 0) -> None:
         super().__init__(config)
-        self.fc = torch.nn.Linear(3 * config.hidden_features, config.output_features)
+        self.hop_descriptors = int(hop_descriptors)
+        self.fc = torch.nn.Linear(3 * config.hidden_features + self.hop_descriptors, config.output_features)
 
     def node_features(self, g, lg) -> torch.Tensor:
         """Node features after alignn's ALIGNN and GCN layers (its forward, up to the readout)."""
@@ -66,7 +70,14 @@ class BandReadoutALIGNN(ALIGNNAtomWisePure):
         counts = g.batch_num_nodes if g.batch_num_nodes is not None else torch.tensor([g.num_nodes])
         first = torch.cumsum(counts, 0) - counts
         middle = x[first.to(x.device) + MIDDLE]
-        out = self.fc(torch.cat([mean_all, mean_band, middle], dim=1))
+        parts = [mean_all, mean_band, middle]
+        if self.hop_descriptors:
+            desc = g.ndata.get(HOP_DESCRIPTORS_KEY)
+            if desc is None or desc.shape[1] != self.hop_descriptors:
+                raise ValueError(f"band readout: needs {self.hop_descriptors} hop descriptors per band "
+                                 "(set CrystalGraph.hop_descriptors before batching)")
+            parts.append(desc[first.to(x.device)])
+        out = self.fc(torch.cat(parts, dim=1))
         if self.config.output_features == 1:
             out = out.squeeze(-1)
         return {"out": out}
