@@ -158,13 +158,18 @@ def crop_cluster(structure: Structure, n_band_sites: int, radius: float) -> tupl
 def _cluster_graph(z: np.ndarray, cart: np.ndarray, settings: GraphSettings, n_band_sites: int,
                    name: str) -> CrystalGraph:
     """k-nearest-neighbour graph of a finite cluster (no periodicity)."""
+    from scipy.spatial import cKDTree
+
     n = len(z)
-    d = np.linalg.norm(cart[:, None, :] - cart[None, :, :], axis=-1)
-    np.fill_diagonal(d, np.inf)
-    center, neigh = np.nonzero(d <= settings.cutoff)
-    if len(center) == 0:
+    tree = cKDTree(cart)  # pairs within the cutoff only: memory grows with the bonds, not n^2
+    pairs = tree.sparse_distance_matrix(tree, settings.cutoff, output_type="ndarray")
+    pairs = pairs[pairs["i"] != pairs["j"]]
+    if len(pairs) == 0:
         raise ValueError(f"{name}: no neighbour within {settings.cutoff:g} A in the cropped band")
-    keep = _knn_with_ties(center, d[center, neigh], n, settings.max_neighbors, settings.tie_tol)
+    order = np.lexsort((pairs["j"], pairs["i"]))
+    center, neigh, dist = (pairs["i"][order].astype(np.int64), pairs["j"][order].astype(np.int64),
+                           pairs["v"][order])
+    keep = _knn_with_ties(center, dist, n, settings.max_neighbors, settings.tie_tol)
     keep.sort()
     src, dst = center[keep].astype(np.int32), neigh[keep].astype(np.int32)
     r = (cart[dst] - cart[src]).astype(np.float32)
