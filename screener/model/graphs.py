@@ -33,6 +33,10 @@ from pymatgen.core import Structure
 #: Bump when the builder changes in a way that changes graphs (invalidates caches).
 GRAPH_VERSION = 1
 N_ATOM_FEATURES = 92  # alignn's "cgcnn" atom features
+#: Node data batch_graphs sets for the band readout: (N,) bool "node is one of a band's five hop
+#: sites", and (N, d) the hop descriptors of each node's band (every node carries its band's row).
+BAND_KEY = "band_site"
+HOP_DESCRIPTORS_KEY = "hop_descriptors"
 
 
 @dataclass(frozen=True)
@@ -160,21 +164,31 @@ def _cluster_graph(z: np.ndarray, cart: np.ndarray, settings: GraphSettings, n_b
     """k-nearest-neighbour graph of a finite cluster (no periodicity)."""
     from scipy.spatial import cKDTree
 
-    n = len(z)
     tree = cKDTree(cart)  # pairs within the cutoff only: memory grows with the bonds, not n^2
     pairs = tree.sparse_distance_matrix(tree, settings.cutoff, output_type="ndarray")
     pairs = pairs[pairs["i"] != pairs["j"]]
     if len(pairs) == 0:
         raise ValueError(f"{name}: no neighbour within {settings.cutoff:g} A in the cropped band")
     order = np.lexsort((pairs["j"], pairs["i"]))
-    center, neigh, dist = (pairs["i"][order].astype(np.int64), pairs["j"][order].astype(np.int64),
-                           pairs["v"][order])
-    keep = _knn_with_ties(center, dist, n, settings.max_neighbors, settings.tie_tol)
+    return _knn_graph(z, cart, pairs["i"][order], pairs["j"][order], pairs["v"][order], settings, n_band_sites)
+
+
+def _knn_graph(z: np.ndarray, cart: np.ndarray, center: np.ndarray, neigh: np.ndarray, dist: np.ndarray,
+               settings: GraphSettings, n_band_sites: int, images: np.ndarray | None = None,
+               lattice: np.ndarray | None = None) -> CrystalGraph:
+    """The graph from candidate pairs (center -> neigh at dist, sorted by center): the k nearest
+    per atom plus ties, their bond vectors (periodic image offsets when images are given) and the
+    bond-angle line graph. Shared by periodic structures and cropped clusters."""
+    center, neigh = center.astype(np.int64), neigh.astype(np.int64)
+    keep = _knn_with_ties(center, dist, len(z), settings.max_neighbors, settings.tie_tol)
     keep.sort()
-    src, dst = center[keep].astype(np.int32), neigh[keep].astype(np.int32)
-    r = (cart[dst] - cart[src]).astype(np.float32)
-    lg_src, lg_dst = line_graph_edges(src, dst, n)
-    return CrystalGraph(z=z, src=src, dst=dst, r=r, lg_src=lg_src, lg_dst=lg_dst,
+    src, dst = center[keep], neigh[keep]
+    r = cart[dst] - cart[src]
+    if images is not None:
+        r = r + images[keep] @ lattice
+    src32, dst32 = src.astype(np.int32), dst.astype(np.int32)
+    lg_src, lg_dst = line_graph_edges(src32, dst32, len(z))
+    return CrystalGraph(z=z, src=src32, dst=dst32, r=r.astype(np.float32), lg_src=lg_src, lg_dst=lg_dst,
                         n_band_sites=n_band_sites)
 
 
@@ -192,18 +206,8 @@ def build_graph(structure: Structure, settings: GraphSettings = GraphSettings(),
     center, neigh, images, dist = structure.get_neighbor_list(settings.cutoff, exclude_self=True)
     if len(center) == 0:
         raise ValueError(f"{name}: no neighbour within {settings.cutoff:g} A of any site")
-    center = center.astype(np.int64)
-    neigh = neigh.astype(np.int64)
-    keep = _knn_with_ties(center, dist, n, settings.max_neighbors, settings.tie_tol)
-    keep.sort()
-    src, dst, img = center[keep], neigh[keep], images[keep]
-    cart = structure.cart_coords
-    r = cart[dst] - cart[src] + img @ structure.lattice.matrix
-    src32, dst32 = src.astype(np.int32), dst.astype(np.int32)
-    lg_src, lg_dst = line_graph_edges(src32, dst32, n)
-    return CrystalGraph(z=np.asarray(structure.atomic_numbers, dtype=np.int16), src=src32, dst=dst32,
-                        r=r.astype(np.float32), lg_src=lg_src, lg_dst=lg_dst,
-                        n_band_sites=n_band_sites)
+    return _knn_graph(np.asarray(structure.atomic_numbers, dtype=np.int16), structure.cart_coords, center,
+                      neigh, dist, settings, n_band_sites, images=images, lattice=structure.lattice.matrix)
 
 
 class GraphCache:
@@ -316,12 +320,12 @@ def batch_graphs(graphs: Sequence[CrystalGraph]) -> GraphBatch:
     for g, o in zip(graphs, node_off):
         band[o:o + g.n_band_sites] = True
     feats = atom_feature_table()[torch.from_numpy(z)]
-    ndata = {"atom_features": feats, "band_site": torch.from_numpy(band)}
+    ndata = {"atom_features": feats, BAND_KEY: torch.from_numpy(band)}
     if any(g.hop_descriptors is not None for g in graphs):
         if any(g.hop_descriptors is None for g in graphs):
             raise ValueError("batch_graphs: some graphs carry hop descriptors and some do not")
         per_graph = np.stack([g.hop_descriptors for g in graphs]).astype(np.float32)
-        ndata["hop_descriptors"] = torch.from_numpy(np.repeat(per_graph, n_nodes, axis=0))
+        ndata[HOP_DESCRIPTORS_KEY] = torch.from_numpy(np.repeat(per_graph, n_nodes, axis=0))
     g = TorchGraph(num_nodes=int(n_nodes.sum()), src=torch.from_numpy(src), dst=torch.from_numpy(dst),
                    ndata=ndata,
                    edata={"r": torch.from_numpy(r)},

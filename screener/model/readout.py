@@ -20,11 +20,8 @@ from alignn.models.alignn_atomwise_pure import (
     scatter_mean,
 )
 
-#: Node data key of the (N,) bool mask "node is one of a band's five hop sites" (set by batch_graphs).
-BAND_KEY = "band_site"
-#: Node data key of the (N, d) hop descriptors of each node's band (every node of a band carries
-#: its band's row; the readout takes the first node's).
-HOP_DESCRIPTORS_KEY = "hop_descriptors"
+from screener.model.graphs import BAND_KEY, HOP_DESCRIPTORS_KEY
+
 #: The middle image (index 2 of the five band sites): the linear path's saddle-point guess.
 MIDDLE = 2
 
