@@ -13,11 +13,14 @@ import json
 import numpy as np
 
 from screener.model.base import load_model
+from screener.model.metrics import score
 from screener.sources.dataset import load_bands
 
 
-def _r2(y: np.ndarray, p: np.ndarray) -> float:
-    return float(1.0 - ((y - p) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+def _diff(y: np.ndarray, pa: np.ndarray, pb: np.ndarray) -> tuple[float, float]:
+    """(MAE of A - MAE of B, R² of A - R² of B), scored as everywhere else (metrics.score)."""
+    sa, sb = score(y, pa), score(y, pb)
+    return sa["mae"] - sb["mae"], sa["r2"] - sb["r2"]
 
 
 def main() -> None:
@@ -34,16 +37,12 @@ def main() -> None:
     bands, y = [e.band for e in entries], np.array([e.target for e in entries])
     pa, pb = (np.asarray(load_model(m).predict(bands)[0]) for m in args.model)
     rng = np.random.default_rng(args.seed)
-    d_mae, d_r2 = [], []
-    for _ in range(args.n):
-        i = rng.integers(0, len(y), len(y))
-        d_mae.append(np.abs(pa[i] - y[i]).mean() - np.abs(pb[i] - y[i]).mean())
-        d_r2.append(_r2(y[i], pa[i]) - _r2(y[i], pb[i]))
+    boot = np.array([_diff(y[i], pa[i], pb[i])
+                     for i in (rng.integers(0, len(y), len(y)) for _ in range(args.n))])
+    mae_diff, r2_diff = _diff(y, pa, pb)
     out = {"a": args.model[0], "b": args.model[1], "n_bands": len(y),
-           "mae_diff": float(np.abs(pa - y).mean() - np.abs(pb - y).mean()),
-           "mae_diff_ci95": np.percentile(d_mae, [2.5, 97.5]).round(4).tolist(),
-           "r2_diff": _r2(y, pa) - _r2(y, pb),
-           "r2_diff_ci95": np.percentile(d_r2, [2.5, 97.5]).round(4).tolist()}
+           "mae_diff": mae_diff, "mae_diff_ci95": np.percentile(boot[:, 0], [2.5, 97.5]).round(4).tolist(),
+           "r2_diff": r2_diff, "r2_diff_ci95": np.percentile(boot[:, 1], [2.5, 97.5]).round(4).tolist()}
     if args.json:
         print(json.dumps(out))
         return
