@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -147,7 +148,9 @@ def _band_structures(path: Path) -> list[tuple[str, Any]]:
     text = _read_text(path)
     if _kind(path, text) != "json":
         try:
-            return [(str(path), Structure.from_str(text, fmt=_kind(path, text)))]
+            with warnings.catch_warnings():  # pymatgen's parser chatter would bury the one-line error
+                warnings.simplefilter("ignore")
+                return [(str(path), Structure.from_str(text, fmt=_kind(path, text)))]
         except Exception as exc:  # noqa: BLE001 - pymatgen raises many types for bad files
             raise ValueError(f"{path}: unreadable structure ({' '.join(str(exc).split()) or type(exc).__name__})") from None
     try:
@@ -285,6 +288,7 @@ def finetune_cmd(
     name: Annotated[str, typer.Option("--name", help="Model name.")] = "alignn",
     threads: Annotated[int, typer.Option("--threads", help="torch threads.")] = 1,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if torch sees a GPU, else CPU), cpu, cuda, cuda:N.")] = "auto",
+    score_test: Annotated[bool, typer.Option("--score-test/--no-score-test", help="Score the finished ensemble on the 60 test bands (off for tries still being chosen).")] = True,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Fine-tune one ALIGNN member per host-grouped fold from MPT weights; saves the ensemble."""
@@ -295,7 +299,7 @@ def finetune_cmd(
                          members=members, batch_size=batch_size, lr=lr,
                          log_target=log_target, readout=readout, crop_radius=crop_radius, hop_descriptors=hop_descriptors, limit=limit,
                          budget_minutes=budget_minutes,
-                         threads=threads, name=name, device=device)
+                         threads=threads, name=name, device=device, score_test=score_test)
     try:
         summary = finetune(cfg, resume=resume, progress=progress)
     except ValueError as exc:
@@ -308,6 +312,7 @@ def merge_cmd(
     models: Annotated[list[str], typer.Option("--model", help="ALIGNN ensembles (checkpoint paths or shipped names) trained on the same folds, e.g. with other --seed.")],
     out: Annotated[Path, typer.Option("--out", help="Checkpoint file to write (.joblib); metrics go beside it.")],
     name: Annotated[str, typer.Option("--name", help="Model name.")] = "alignn",
+    score_test: Annotated[bool, typer.Option("--score-test/--no-score-test", help="Score the merged ensemble on the 60 test bands (off for tries still being chosen).")] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Merge fine-tuning runs into one ensemble: out-of-fold predictions averaged, spread re-calibrated."""
@@ -322,7 +327,7 @@ def merge_cmd(
     except ValueError as exc:
         _fail(str(exc), 2)
     model.save(out)
-    metrics = merged_metrics(model)
+    metrics = merged_metrics(model, score_test=score_test)
     Path(out).with_suffix(".metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     summary = {"model": str(out), "model_id": model.model_id, "members": len(model.networks),
                "test": metrics["test"], "grouped_cv": metrics["grouped_cv"]}

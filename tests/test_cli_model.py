@@ -106,3 +106,12 @@ def test_merge_refuses_a_model_that_is_not_an_alignn_ensemble(tmp_path):
                                     "--out", str(tmp_path / "m.joblib")])
     assert res.exit_code == 2 and "descriptor-et: not an ALIGNN ensemble" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "m.joblib").exists()
+
+
+def test_predict_broken_cif_is_one_line_without_parser_chatter(tmp_path, recwarn):
+    bad = tmp_path / "broken.cif"
+    bad.write_text("data_x\n_cell_length_a 3\nloop_\n_atom_site_label\nbad\n")  # pymatgen warns 3 times on this
+    res = runner.invoke(model_app, ["predict", str(bad)])
+    assert res.exit_code == 1
+    assert res.stderr.strip().splitlines() == [f"error: {bad}: unreadable structure (Invalid CIF file with no structures!)"]
+    assert not [w for w in recwarn if "cif" in str(w.filename)]

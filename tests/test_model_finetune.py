@@ -181,3 +181,16 @@ def test_hop_descriptors_beside_the_graph_reach_the_prediction(mpt, tmp_path):
     assert not np.allclose(model.predict(bands)[0], mean)
     with pytest.raises(ValueError, match="hop_descriptors: needs --readout band"):
         finetune(_cfg(mpt, tmp_path / "ftm", members=1, hop_descriptors=True), progress=False)
+
+
+def test_no_score_test_never_loads_the_test_split(mpt, tmp_path, monkeypatch):
+    import screener.model.finetune as ft
+
+    real = ft.load_split
+    asked: list[str] = []
+    monkeypatch.setattr(ft, "load_split", lambda split: asked.append(split) or real(split))
+    summary = finetune(_cfg(mpt, tmp_path / "ft", members=1, score_test=False), progress=False)
+    assert asked == ["train"] and summary["test"] is None
+    metrics = json.loads((tmp_path / "ft" / "alignn.metrics.json").read_text())
+    assert metrics["test"] is None and metrics["grouped_cv"]["n"] > 0
+    assert "test MAE not scored" in (tmp_path / "ft" / "finetune.log").read_text()

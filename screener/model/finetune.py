@@ -120,6 +120,9 @@ class FinetuneConfig:
     """auto (CUDA when torch sees a GPU, else CPU), cpu, cuda or cuda:N."""
     seed: int = 0
     name: str = "alignn"
+    score_test: bool = True
+    """Score the finished ensemble on the 60 test bands. Off for tries: a model still being
+    chosen should not even print a test number (the grouped CV is its score)."""
 
 
 def n_hop_descriptors(cfg: FinetuneConfig) -> int:
@@ -366,11 +369,12 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -
     model = _assemble(cfg, model_cfg, settings, states, fold_ids, graphs, y, folds, meta, scaler)
     model.cache = cache
     model_path = model.save(out_dir / MODEL_FILE)
-    metrics = _metrics(model, cfg.pretrained)
+    metrics = _metrics(model, cfg.pretrained, score_test=cfg.score_test)
     metrics_path = out_dir / METRICS_FILE
     metrics_path.write_text(json.dumps(metrics, indent=1))
-    log.info("saved %s (%s): test MAE %.4f, grouped-CV MAE %.4f", model_path, model.model_id,
-             metrics["test"]["mae"], metrics["grouped_cv"]["mae"])
+    test_mae = f"{metrics['test']['mae']:.4f}" if metrics["test"] else "not scored"
+    log.info("saved %s (%s): test MAE %s, grouped-CV MAE %.4f", model_path, model.model_id,
+             test_mae, metrics["grouped_cv"]["mae"])
     return {"stopped": "done", "members_done": len(states), "members": len(fold_ids),
             "out_dir": str(out_dir), "model": str(model_path), "metrics": str(metrics_path),
             "test": metrics["test"], "grouped_cv": metrics["grouped_cv"]}
@@ -410,12 +414,14 @@ def _assemble(cfg: FinetuneConfig, model_cfg: ModelConfig, settings: GraphSettin
     return model
 
 
-def _metrics(model: AlignnModel, pretrained: str) -> dict[str, Any]:
-    """{"test": ensemble on the 60 test bands (scored once, after every choice was made),
-    "grouped_cv": the out-of-fold predictions} plus what produced them."""
-    test_bands, y_test, _ = load_split("test")
-    mu, sd = model.predict(test_bands)
-    test = score_with_ci(y_test, mu, sd)
+def _metrics(model: AlignnModel, pretrained: str, score_test: bool = True) -> dict[str, Any]:
+    """{"test": ensemble on the 60 test bands (scored once, after every choice was made; None
+    when score_test is off), "grouped_cv": the out-of-fold predictions} plus what produced them."""
+    test = None
+    if score_test:
+        test_bands, y_test, _ = load_split("test")
+        mu, sd = model.predict(test_bands)
+        test = score_with_ci(y_test, mu, sd)
     oof = model.info["oof"]
     cv = score(oof["y"], oof["mean"], oof["std"])
     return {"model_id": model.model_id, "class": f"{type(model).__module__}:{type(model).__qualname__}",
@@ -458,6 +464,7 @@ def merge_ensembles(models: Sequence[AlignnModel], name: str = "alignn") -> Alig
     return merged
 
 
-def merged_metrics(model: AlignnModel) -> dict[str, Any]:
-    """Test (scored once) and out-of-fold scores of a merged ensemble, as finetune writes them."""
-    return _metrics(model, (model.info.get("config") or {}).get("pretrained", ""))
+def merged_metrics(model: AlignnModel, score_test: bool = True) -> dict[str, Any]:
+    """Test (scored once; None without score_test) and out-of-fold scores of a merged ensemble,
+    as finetune writes them."""
+    return _metrics(model, (model.info.get("config") or {}).get("pretrained", ""), score_test=score_test)
