@@ -304,7 +304,8 @@ def candidate_sites(
     by default none is dropped, since DFT-NEB studies also compute hops through sites this simple
     energy puts high (e.g. Ca in spinel's tetrahedral 8a, +12 eV above the octahedral 16c). Empty
     when the ion fits nowhere. trace, if given, receives the fractional points after each stage
-    ("centres", "distinct", "kept"; with relax also "relaxed"), for diagnosis.
+    ("centres", "distinct", "kept"; with relax also "relaxed") and the number of symmetry-distinct
+    centres ("n_distinct": what a per-site relaxation would have to start from), for diagnosis.
 
     relax="chgnet": the ion is relaxed with CHGNet from each distinct cavity centre (framework
     fixed, see site_relax.relax_ion; relax_settings a RelaxSettings), the relaxed positions merged
@@ -327,6 +328,7 @@ def candidate_sites(
     centres, orbits = _distinct(structure, frac, np.argsort(-_nearest(structure, frac), kind="stable"), rots, trans,
                                 project_tol, separation, dmin)  # roomiest first
     tr["distinct"] = np.vstack(orbits) if orbits else np.zeros((0, 3))
+    tr["n_distinct"] = len(orbits)
     if not orbits:
         return []
     if relax == "chgnet":

@@ -50,6 +50,7 @@ class Outcome:
     seconds: float = 0.0
     category: str = ""
     split: str = ""
+    sites: int = 0  # charged hosts: symmetry-distinct cavity centres found
 
 
 def rebuild_host(band: Structure) -> tuple[Structure, str, str]:
@@ -152,7 +153,8 @@ def check(entry: DatasetBand, relax: str = "none", relax_settings=None) -> Outco
         cat = "timeout" if "timed out" in why else "error"
         if kind == "charged" and (miss := _site_miss(host, ion, ends, trace)):
             cat, why = miss[0], f"{why}; {miss[1]}"
-    return Outcome(entry.sys_name, kind, found is not None, why, time.perf_counter() - t0, cat)
+    return Outcome(entry.sys_name, kind, found is not None, why, time.perf_counter() - t0, cat,
+                   sites=int(trace.get("n_distinct", 0)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         secs = np.array([o.seconds for o in mine])
         print(f"{kind}: {s['recovered']}/{s['n']} recovered ({100 * s['recovered'] / s['n']:.1f}%; {splits}); "
               f"per hop {np.median(secs):.1f} s median, {secs.max():.1f} s max")
+        if kind == "charged":
+            n_sites = np.array([o.sites for o in mine])
+            print(f"  distinct cavity centres per host: median {np.median(n_sites):g}, max {n_sites.max()}, "
+                  f"total {n_sites.sum()}")
         cats = Counter(o.category for o in mine if not o.recovered)
         if cats:
             print("  misses: " + ", ".join(f"{c} {n}" for c, n in cats.most_common()))
