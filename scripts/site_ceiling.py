@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     done = {}
     if args.out.exists():
         done = {r["sys_name"]: r for r in map(json.loads, args.out.read_text().splitlines()) if r}
+        if any(("recovered" in r) != args.from_centres for r in done.values()):
+            raise SystemExit(f"--out {args.out}: written {'without' if args.from_centres else 'with'} --from-centres; use another file")
     calc = chgnet_calculator()
     from tqdm import tqdm
 

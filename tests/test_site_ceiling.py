@@ -30,6 +30,16 @@ def test_names_come_from_plain_lists_or_hop_recovery_misses(tmp_path):
     assert site_ceiling._names(plain) == ["a1-VOPO4_Ca", "CrOF2_Na"]
 
 
+def test_out_file_of_the_other_mode_is_refused(tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("a1-VOPO4_Ca\n")
+    out = tmp_path / "c.jsonl"
+    out.write_text(json.dumps({"sys_name": "a1-VOPO4_Ca", "fixed0": 0.0, "fixed1": 0.4}) + "\n")
+    with pytest.raises(SystemExit, match="written without --from-centres"):
+        site_ceiling.main(["--names", str(names), "--out", str(out), "--from-centres"])
+    assert len(out.read_text().splitlines()) == 1
+
+
 def test_unknown_name_is_one_line(tmp_path):
     names = tmp_path / "names.txt"
     names.write_text("NoSuchHost_1\n")
