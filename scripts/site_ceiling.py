@@ -62,9 +62,20 @@ def _names(path: Path) -> list[str]:
     return out
 
 
-def _drift(atoms, calc, fix_framework: bool, steps: int) -> tuple[float, float, int]:
-    """(distance of the relaxed ion (index 0) from its start against the framework, force on the
-    ion at the start (eV/A), optimiser steps) after a kick of KICK A and a FIRE relaxation."""
+def _ion_in(host, ion, frac: np.ndarray):
+    """ASE atoms of host with the ion inserted first (index 0) at fractional frac."""
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    s = host.copy()
+    s.insert(0, ion, frac)
+    return AseAtomsAdaptor.get_atoms(s)
+
+
+def _relax_ion(atoms, calc, *, fix_framework: bool, steps: int, kick: float = 0.0):
+    """FIRE relaxation (cell fixed) of a copy of atoms whose ion is index 0, after moving the ion
+    by kick A in a fixed random direction. Returns (the ion's displacement from its start against
+    the framework's mean displacement, the relaxed atoms, force on the ion at the start in eV/A,
+    optimiser steps)."""
     from ase.constraints import FixAtoms
     from ase.optimize import FIRE
 
@@ -74,31 +85,31 @@ def _drift(atoms, calc, fix_framework: bool, steps: int) -> tuple[float, float, 
         a.set_constraint(FixAtoms(indices=list(range(1, len(a)))))
     p0 = a.get_positions().copy()
     f0 = float(np.linalg.norm(a.get_forces()[0]))
-    kick = np.random.default_rng(len(a)).normal(size=3)
-    p = a.get_positions()
-    p[0] += KICK * kick / np.linalg.norm(kick)
-    a.set_positions(p)
+    if kick:
+        direction = np.random.default_rng(len(a)).normal(size=3)
+        p = a.get_positions()
+        p[0] += kick * direction / np.linalg.norm(direction)
+        a.set_positions(p)
     opt = FIRE(a, logfile=None)
     opt.run(fmax=FMAX, steps=steps)
     d = a.get_positions() - p0
-    return float(np.linalg.norm(d[0] - d[1:].mean(axis=0))), f0, int(opt.nsteps)
+    return d[0] - d[1:].mean(axis=0), a, f0, int(opt.nsteps)
+
+
+def _drift(atoms, calc, fix_framework: bool, steps: int) -> tuple[float, float, int]:
+    """(distance of the relaxed ion from its start against the framework, force on the ion at the
+    start (eV/A), optimiser steps) after a kick of KICK A and a FIRE relaxation."""
+    rel, _, f0, n = _relax_ion(atoms, calc, fix_framework=fix_framework, steps=steps, kick=KICK)
+    return float(np.linalg.norm(rel)), f0, n
 
 
 def _relaxed_point(host, ion: str, frac: np.ndarray, calc) -> tuple[np.ndarray, float]:
     """(fractional position of the ion against the framework, energy in eV) after relaxing ion and
     framework (cell fixed) from the ion at frac."""
-    from ase.optimize import FIRE
-    from pymatgen.io.ase import AseAtomsAdaptor
-
-    s = host.copy()
-    s.insert(0, ion, frac)
-    a = AseAtomsAdaptor.get_atoms(s)
-    a.calc = calc
-    p0 = a.get_positions().copy()
-    FIRE(a, logfile=None).run(fmax=FMAX, steps=FULL_STEPS)
-    d = a.get_positions() - p0
-    cart = p0[0] + d[0] - d[1:].mean(axis=0)
-    return host.lattice.get_fractional_coords(cart) % 1.0, float(a.get_potential_energy())
+    atoms = _ion_in(host, ion, frac)
+    rel, relaxed, _, _ = _relax_ion(atoms, calc, fix_framework=False, steps=FULL_STEPS)
+    cart = atoms.get_positions()[0] + rel
+    return host.lattice.get_fractional_coords(cart) % 1.0, float(relaxed.get_potential_energy())
 
 
 def _from_centres(entry, calc) -> dict:
@@ -135,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-    from pymatgen.io.ase import AseAtomsAdaptor
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from hop_recovery import rebuild_host
@@ -167,12 +177,10 @@ def main(argv: list[str] | None = None) -> int:
             framework.remove_sites(range(5))
             rec = {"sys_name": name, "natoms": len(framework) + 1}
             for k, idx in (() if args.from_centres else (("0", 0), ("1", 4))):
-                s = framework.copy()
-                s.insert(0, band[idx].specie, band[idx].frac_coords)
-                atoms = AseAtomsAdaptor.get_atoms(s)
+                atoms = _ion_in(framework, band[idx].specie, band[idx].frac_coords)
                 d, f0, n = _drift(atoms, calc, True, FIXED_STEPS)
                 rec[f"force{k}"], rec[f"fixed{k}"], rec[f"fixed_steps{k}"] = f0, d, n
-                if d > TOL and len(s) <= FULL_MAX_ATOMS:
+                if d > TOL and len(atoms) <= FULL_MAX_ATOMS:
                     d, _, n = _drift(atoms, calc, False, FULL_STEPS)
                     rec[f"full{k}"], rec[f"full_steps{k}"] = d, n
             if args.from_centres:
