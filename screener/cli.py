@@ -243,6 +243,7 @@ def campaign_launch(
     model: Annotated[str, typer.Option("--model", help="Shipped model name or checkpoint path.")] = "default",
     gpu: Annotated[bool, typer.Option("--gpu", help="Route inference to GPU workers.")] = False,
     insertion: Annotated[bool, typer.Option("--insertion", help="Also screen hosts without the ion (charged frameworks): hops between its insertion sites.")] = False,
+    site_model: Annotated[str, typer.Option("--site-model", help="Insertion sites (with --insertion): none (cavity centres), chgnet (ion relaxed), chgnet-framework (ion and its cage relaxed; minutes per host).")] = "none",
     db: DbOpt = None,
     launchpad: LpOpt = None,
 ) -> None:
@@ -259,7 +260,7 @@ def campaign_launch(
                 raise ValueError(f"--max-hop-length: expected a length in Angstrom or auto, got {max_hop_length!r}") from None
         config = ScreenerConfig(
             working_ion=working_ion, threshold_ev=threshold, chunk_size=chunk,
-            max_hop_length=length, model=model, gpu=gpu, insertion=insertion,
+            max_hop_length=length, model=model, gpu=gpu, insertion=insertion, site_model=site_model,
         )
     except ValueError as exc:
         _fail(str(exc), 2)

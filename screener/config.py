@@ -15,6 +15,9 @@ import platformdirs
 #: Working ions the shipped dataset (and so the shipped model) covers.
 KNOWN_IONS: tuple[str, ...] = ("Li", "Na", "K", "Rb", "Mg", "Ca", "Sr", "Zn", "Al")
 
+#: Insertion-site models of empty hosts (screener.sites.RELAX_MODES, kept here so the config stays light).
+SITE_MODELS: tuple[str, ...] = ("none", "chgnet", "chgnet-framework")
+
 #: Threshold of Devi et al.: E_m <= 0.65 eV gives usable rates for nano-particles at C/2, 300 K.
 DEFAULT_THRESHOLD_EV = 0.65
 
@@ -41,6 +44,10 @@ class ScreenerConfig:
     insertion: bool = False
     """Also screen hosts without the working ion (charged, empty frameworks): hops between its
     insertion sites (screener.sites). Needs an explicit working ion (not "auto")."""
+    site_model: str = "none"
+    """Insertion sites of empty hosts (with insertion): "none" (cavity centres, ~1 s per host),
+    "chgnet" (where CHGNet relaxes the ion from each, framework fixed) or "chgnet-framework" (with
+    the framework around the ion relaxing too; minutes per host). See screener.sites.candidate_sites."""
     symprec: float = 0.1
     """Symmetry tolerance used to find distinct hops; recorded with each hop."""
     hop_timeout_s: float = 60.0
@@ -63,6 +70,8 @@ class ScreenerConfig:
             )
         if self.insertion and self.working_ion == "auto":
             raise ValueError("insertion needs an explicit working ion, not auto")
+        if self.site_model not in SITE_MODELS:
+            raise ValueError(f"unknown site_model {self.site_model!r}; known: {', '.join(SITE_MODELS)}")
         if isinstance(self.max_hop_length, str):
             if self.max_hop_length.strip().lower() != "auto":
                 raise ValueError(f"max_hop_length must be a length in Angstrom or auto, got {self.max_hop_length!r}")

@@ -14,6 +14,12 @@ in it the final end point is often not a minimum of the ion (CHGNet force on the
 at 86 of the dataset's 152 charged final end points, > 0.5 eV/A at 27; at 36 initial end points),
 and no fixed-framework relaxation ends there. It costs 8 s to 7 min per host on one core (dozens of candidates in low-symmetry cells), so
 it is an option (candidate_sites(relax="chgnet")), not the default.
+
+With RelaxSettings.framework_radius > 0 the framework atoms within that radius of each start relax
+with the ion (candidate_sites(relax="chgnet-framework")), as a DFT study relaxes each end point:
+each candidate is then its own BFGS over the ion and those atoms, still one batched CHGNet pass per
+step. Several times the cost of the ion alone, for hosts whose sites only exist once the cage
+gives way (scripts/site_ceiling.py measures how many of the dataset's hops need it).
 """
 
 from __future__ import annotations
@@ -54,6 +60,11 @@ class RelaxSettings:
     merge_tol: float = 0.25
     """A moving ion that comes this close (A) to another candidate's ion, or a symmetry image of
     it, stops there: both are relaxing into the same site, which only one needs to finish."""
+    framework_radius: float = 0.0
+    """Framework atoms within this distance (A, minimum image) of the ion's start relax with it;
+    0 keeps the framework fixed."""
+    framework_alpha: float = 70.0
+    """BFGS's initial Hessian (eV/A^2) when framework atoms move (ASE's default, sized for bonds)."""
     cache_dir: str | None = None
     """If set, results are kept there (one .npz per framework, ion, starts and settings), so a
     re-run (a benchmark variant, a resumed campaign) doesn't relax the same sites again."""
@@ -86,33 +97,42 @@ def site_model():
     return model
 
 
-def _forces(cell: Structure, working_ion: str, cart: np.ndarray, model, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(force on the ion (n, 3) eV/A, total energy (n,) eV) with the ion alone at each cartesian point of cell.
+def _batch_forces(structs: list[Structure], model, batch_size: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """(forces on every atom, (n_atoms, 3) eV/A each; total energies (n,) eV) of structures of one lattice.
 
     CHGNet's own forces (task "ef") differentiate with create_graph=True, for training: here the
     energy is differentiated once, with respect to the fractional coordinates of the graphs, which
     gives the same forces (to 1e-4 eV/A) at half the cost (0.2 vs 0.4 s per 57-atom structure)."""
     import torch
 
+    if not structs:
+        return [], np.zeros(0)
+    inv_t = np.linalg.inv(structs[0].lattice.matrix).T
+    forces, energies = [], []
+    for start in range(0, len(structs), batch_size):
+        chunk = structs[start : start + batch_size]
+        graphs = [model.graph_converter(s) for s in chunk]
+        for g in graphs:
+            g.atom_frac_coord.requires_grad_(True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # chgnet's own tensor-to-scalar notice, once per call
+            # eV per structure (the model is intensive)
+            energy = model(graphs, task="e")["e"] * torch.tensor([float(len(s)) for s in chunk])
+        grads = torch.autograd.grad(energy.sum(), [g.atom_frac_coord for g in graphs])
+        forces += [-(gr.detach().numpy().astype(float) @ inv_t) for gr in grads]
+        energies += [float(e) for e in energy.detach()]
+    return forces, np.array(energies)
+
+
+def _forces(cell: Structure, working_ion: str, cart: np.ndarray, model, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(force on the ion (n, 3) eV/A, total energy (n,) eV) with the ion alone at each cartesian point of cell."""
     structs = []
     for x in cart:
         s = cell.copy()
         s.append(working_ion, x, coords_are_cartesian=True)
         structs.append(s)
-    inv_t = np.linalg.inv(cell.lattice.matrix).T
-    n_atoms = len(cell) + 1
-    forces, energies = [], []
-    for start in range(0, len(structs), batch_size):
-        graphs = [model.graph_converter(s) for s in structs[start : start + batch_size]]
-        for g in graphs:
-            g.atom_frac_coord.requires_grad_(True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # chgnet's own tensor-to-scalar notice, once per call
-            energy = model(graphs, task="e")["e"] * n_atoms  # eV per structure (the model is intensive)
-        grads = torch.autograd.grad(energy.sum(), [g.atom_frac_coord for g in graphs])
-        forces += [-(gr[-1].detach().numpy().astype(float) @ inv_t) for gr in grads]
-        energies += [float(e) for e in energy.detach()]
-    return np.array(forces), np.array(energies)
+    forces, energies = _batch_forces(structs, model, batch_size)
+    return np.array([f[-1] for f in forces]), energies
 
 
 def _joined(frac: np.ndarray, moving: np.ndarray, ops: tuple[np.ndarray, np.ndarray] | None, lat: np.ndarray, tol: float) -> np.ndarray:
@@ -135,10 +155,12 @@ def relax_ion(
     framework: Structure, working_ion: str, frac_points: np.ndarray, *, settings: RelaxSettings | None = None, model=None,
     ops: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Relaxed:
-    """Relax working_ion alone at each fractional point of framework (the framework fixed) with
-    CHGNet; positions come back in framework's fractional coordinates, wrapped into [0, 1). ops:
-    the framework's symmetry operations (rotations, translations; fractional), so that ions heading
-    for equivalent points are recognised (see RelaxSettings.merge_tol); a stopped one counts as converged."""
+    """Relax working_ion at each fractional point of framework with CHGNet, alone (the framework
+    fixed) or with the framework atoms within settings.framework_radius of it; the ion's positions
+    come back in framework's fractional coordinates, wrapped into [0, 1), with the total energies.
+    ops: the framework's symmetry operations (rotations, translations; fractional), so that ions
+    heading for equivalent points are recognised (see RelaxSettings.merge_tol); a stopped one
+    counts as converged."""
     settings = settings or RelaxSettings()
     pts = np.atleast_2d(np.asarray(frac_points, dtype=float)) % 1.0
     n = len(pts)
@@ -152,9 +174,9 @@ def relax_ion(
     reps = np.maximum(1, np.ceil(settings.min_width / _widths(framework))).astype(int)
     cell = framework * reps if np.any(reps > 1) else framework  # same origin: cartesian positions carry over
     x = framework.lattice.get_cartesian_coords(pts)
-    ions = [Atoms(working_ion, positions=[p], cell=cell.lattice.matrix, pbc=True) for p in x]
-    opts = [BFGS(at, maxstep=settings.max_step, alpha=settings.alpha, logfile=None) for at in ions]
-    f = np.zeros((n, 3))
+    systems = _systems(cell, working_ion, x, settings.framework_radius)
+    alpha = settings.framework_alpha if settings.framework_radius > 0 else settings.alpha
+    opts = [BFGS(at, maxstep=settings.max_step, alpha=alpha, logfile=None) for at in systems]
     energy = np.zeros(n)
     active = np.ones(n, dtype=bool)
     step = 0
@@ -162,8 +184,17 @@ def relax_ion(
         idx = np.flatnonzero(active)
         if len(idx) == 0:  # every ion still moving joined another one
             break
-        f[idx], energy[idx] = _forces(cell, working_ion, x[idx], model, settings.batch_size)
-        active[idx] = np.linalg.norm(f[idx], axis=1) >= settings.fmax
+        if settings.framework_radius > 0:
+            structs = [Structure(cell.lattice, systems[k].get_chemical_symbols(), systems[k].positions, coords_are_cartesian=True)
+                       for k in idx]
+            forces, energy[idx] = _batch_forces(structs, model, settings.batch_size)
+        else:
+            f, energy[idx] = _forces(cell, working_ion, x[idx], model, settings.batch_size)
+            forces = [fk[None, :] for fk in f]
+        for k, fk in zip(idx, forces):
+            systems[k].calc = SinglePointCalculator(systems[k], energy=float(energy[k]), forces=fk)
+            # the largest force on an atom free to move (the constraint zeroes the fixed ones)
+            active[k] = np.linalg.norm(systems[k].get_forces(), axis=1).max() >= settings.fmax
         idx = np.flatnonzero(active)
         if len(idx) == 0 or step >= settings.steps:
             break
@@ -173,15 +204,32 @@ def relax_ion(
             active[joined] = False
             idx = np.flatnonzero(active)
         for k in idx:
-            ions[k].calc = SinglePointCalculator(ions[k], energy=float(energy[k]), forces=f[k][None, :])
             opts[k].step()
-            x[k] = ions[k].positions[0]
+            x[k] = systems[k].positions[-1]
     out = Relaxed(framework.lattice.get_fractional_coords(x) % 1.0, energy, ~active, step)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, frac=out.frac, energy=out.energy, converged=out.converged, steps=out.steps)
         tmp.replace(path)  # atomic: a killed run leaves no half-written entry
+    return out
+
+
+def _systems(cell: Structure, working_ion: str, x: np.ndarray, framework_radius: float) -> list[Atoms]:
+    """One ASE system per start, the ion last. Framework fixed (radius 0): the ion alone; else the
+    whole cell, its atoms farther than framework_radius from the start held fixed."""
+    if framework_radius <= 0:
+        return [Atoms(working_ion, positions=[p], cell=cell.lattice.matrix, pbc=True) for p in x]
+    from ase.constraints import FixAtoms
+
+    symbols = [sp.symbol for sp in cell.species] + [working_ion]
+    lat = cell.lattice
+    dist = lat.get_all_distances(lat.get_fractional_coords(x), cell.frac_coords)  # (starts, atoms), minimum image
+    out = []
+    for p, d in zip(x, dist):
+        atoms = Atoms(symbols, positions=np.vstack([cell.cart_coords, p]), cell=lat.matrix, pbc=True)
+        atoms.set_constraint(FixAtoms(indices=np.flatnonzero(d > framework_radius)))
+        out.append(atoms)
     return out
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import replace
 from functools import partial
 from typing import NamedTuple
 
@@ -25,6 +26,7 @@ from pymatgen.core import Element, Species, Structure
 from scipy.spatial import Voronoi, cKDTree
 from scipy.special import erfc
 
+from screener.config import SITE_MODELS
 from screener.hops import (
     Hop,
     HopError,
@@ -61,8 +63,16 @@ MERGE_TOL = 0.6
 PROJECT_TOL = 1.2
 #: Distinct sites closer than this (Angstrom) can't both hold the ion (the roomier one is kept).
 MIN_SEPARATION = 1.2
-#: Site models: "none" (cavity centres ranked by BVSE) or "chgnet" (where the ion relaxes from them).
-RELAX_MODES = ("none", "chgnet")
+#: Site models: "none" (cavity centres ranked by BVSE), "chgnet" (where the ion relaxes from them,
+#: framework fixed) or "chgnet-framework" (where it relaxes with the framework around it).
+RELAX_MODES = SITE_MODELS
+#: Framework atoms within this distance (Angstrom) of a start relax with the ion in "chgnet-framework":
+#: its cage of anions and the cations around it (2-3.5 A), where an end point's relaxation happens.
+FRAMEWORK_RADIUS = 4.5
+#: Cells narrower than this (Angstrom) are repeated for a "chgnet-framework" relaxation: the
+#: narrowest cells the dataset's DFT-NEB studies relaxed their end points in are 6.1 A wide, and
+#: every repetition multiplies the cost of each optimiser step.
+FRAMEWORK_MIN_WIDTH = 6.0
 #: Images of a relaxed site closer than this (Angstrom) are averaged onto its special position.
 RELAXED_PROJECT_TOL = 0.5
 #: Decay length (Angstrom) of the Born-Mayer-like repulsion that centres a point in its cavity.
@@ -293,6 +303,21 @@ def cavity_centres(structure: Structure, min_distance: float, merge_tol: float =
     return frac[_cluster(frac, -_nearest(structure, frac), lat, 0.2)]
 
 
+def site_relax_settings(relax: str, cache_dir: str | None = None):
+    """The RelaxSettings of a site model (None for "none"): site_relax's defaults for "chgnet";
+    for "chgnet-framework" the cage within FRAMEWORK_RADIUS relaxes, in cells at least
+    FRAMEWORK_MIN_WIDTH wide. cache_dir: where relaxations are kept between runs."""
+    if relax not in RELAX_MODES:
+        raise ValueError(f"unknown site model {relax!r}; known: {', '.join(RELAX_MODES)}")
+    if relax == "none":
+        return None
+    from screener.site_relax import RelaxSettings
+
+    if relax == "chgnet-framework":
+        return RelaxSettings(framework_radius=FRAMEWORK_RADIUS, min_width=FRAMEWORK_MIN_WIDTH, cache_dir=cache_dir)
+    return RelaxSettings(cache_dir=cache_dir)
+
+
 def candidate_sites(
     structure: Structure, working_ion: str, *, min_distance: float | None = None, symprec: float = 0.1,
     max_energy: float | None = None, merge_tol: float | None = None, project_tol: float | None = None,
@@ -311,7 +336,11 @@ def candidate_sites(
     fixed, see site_relax.relax_ion; relax_settings a RelaxSettings), the relaxed positions merged
     by symmetry, and Site.energy is then the CHGNet energy relative to the lowest site (eV; so is
     max_energy). Not the default: on the first 23 charged dataset hops it recovered 12 against 14
-    (no miss fixed) at ~40 s per host instead of ~1 s (see site_relax for why)."""
+    (no miss fixed) at ~40 s per host instead of ~1 s (see site_relax for why).
+    relax="chgnet-framework": the same, with the framework atoms within FRAMEWORK_RADIUS of each
+    start relaxing too (site_relax_settings; a relax_settings without a framework_radius gets
+    that one), as a DFT study relaxes an end point; the sites are the ion's relaxed positions in
+    the unrelaxed host."""
     if relax not in RELAX_MODES:
         raise ValueError(f"candidate_sites: unknown relax {relax!r}; known: {', '.join(RELAX_MODES)}")
     dmin = default_min_distance(working_ion) if min_distance is None else float(min_distance)
@@ -331,7 +360,10 @@ def candidate_sites(
     tr["n_distinct"] = len(orbits)
     if not orbits:
         return []
-    if relax == "chgnet":
+    if relax != "none":
+        relax_settings = relax_settings or site_relax_settings(relax)
+        if relax == "chgnet-framework" and relax_settings.framework_radius <= 0:
+            relax_settings = replace(relax_settings, framework_radius=FRAMEWORK_RADIUS)
         return _relaxed_sites(structure, working_ion, np.array(centres), rots, trans, separation, max_energy, tr, relax_settings)
     energy = SiteEnergy(structure, working_ion).energy(np.array(centres))
     sites = sorted((Site(float(e), o) for e, o in zip(energy, orbits) if e <= emax), key=lambda s: s.energy)

@@ -6,8 +6,11 @@ all when the band's ion is the only one: a charged host, whose sites come from i
 The dataset hop is recovered when one enumerated hop maps onto it by the host's symmetry (end points
 within 0.3 A). Misses are listed with a category and the reason. Usage:
 python scripts/hop_recovery.py [--json] [--split train|test|all] [--only discharged|charged] [--limit N]
-                               [--relax none|chgnet]
-(--relax chgnet: charged hosts' sites are where CHGNet relaxes the ion from each cavity centre.)
+                               [--relax none|chgnet|chgnet-framework] [--relax-cache DIR] [--names FILE]
+(--relax chgnet: charged hosts' sites are where CHGNet relaxes the ion from each cavity centre;
+chgnet-framework: the ion with the framework around it. --relax-cache keeps the relaxations, so
+a killed or repeated run resumes where it stopped. --names: only these entries, one name per line,
+or an earlier run's output, whose "MISS charged" lines are read, hops over the length limit left out.)
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from screener.sites import (
     candidate_sites,
     default_min_distance,
     insertion_hops,
+    site_relax_settings,
 )
 from screener.sources.dataset import DatasetBand, load_bands
 
@@ -129,6 +133,24 @@ def _why_not(
     return "not matched", f"no enumerated hop maps onto it ({len(hops)} hops; closest length differs by {near:.2f} A)"
 
 
+def read_names(path) -> list[str]:
+    """Dataset names from a file: one per line, or this script's output (its "MISS charged" lines,
+    hops over the length limit left out: no site finder changes those)."""
+    from pathlib import Path
+
+    out = []
+    for line in Path(path).read_text().splitlines():
+        tok = line.split()
+        if not tok:
+            continue
+        if tok[0] == "MISS":
+            if len(tok) > 3 and tok[1] == "charged" and "is longer than max_length" not in line:
+                out.append(tok[3].rstrip(":"))
+        elif len(tok) == 1:
+            out.append(tok[0])
+    return out
+
+
 def check(entry: DatasetBand, relax: str = "none", relax_settings=None) -> Outcome:
     """Recovery of one dataset hop (never raises: failures are misses with their reason); relax:
     the charged hosts' site model (see candidate_sites)."""
@@ -166,15 +188,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--relax", choices=RELAX_MODES, default="none", help="site model of charged hosts (see candidate_sites)")
     ap.add_argument("--relax-cache", default=None, help="folder that keeps CHGNet site relaxations between runs")
     ap.add_argument("--fmax", type=float, default=None, help="site relaxation force limit (eV/A; default RelaxSettings')")
+    ap.add_argument("--names", default=None, help="only these entries: names one per line, or an earlier run's output (its charged misses)")
     args = ap.parse_args(argv)
     if args.relax != "none":
         import torch
 
         torch.set_num_threads(1)  # one core: the benchmark must not crowd out other work
-    settings = RelaxSettings(cache_dir=args.relax_cache)
+    settings = site_relax_settings(args.relax, cache_dir=args.relax_cache) or RelaxSettings()
     if args.fmax:
         settings = replace(settings, fmax=args.fmax)
     entries = [(sp, b) for sp in (("train", "test") if args.split == "all" else (args.split,)) for b in load_bands(sp)]
+    if args.names:
+        try:
+            wanted = read_names(args.names)
+        except OSError as exc:
+            raise SystemExit(f"--names {args.names}: {exc.strerror or exc}") from None
+        if unknown := sorted(set(wanted) - {b.sys_name for _, b in entries}):
+            raise SystemExit(f"--names {args.names}: not dataset entries: {', '.join(unknown[:5])}")
+        entries = [(sp, b) for sp, b in entries if b.sys_name in set(wanted)]
     if args.only:
         entries = [(sp, b) for sp, b in entries if rebuild_host(b.band)[2] == args.only]
     entries = entries[: args.limit] if args.limit else entries

@@ -243,3 +243,36 @@ def test_insertion_campaign_screens_an_empty_framework(store_location):
     with pytest.raises(ValueError, match="explicit working ion"):
         ScreenerConfig(working_ion="auto", insertion=True)
     store.close()
+
+
+def test_site_model_reaches_the_insertion_sites_and_is_checked(store_location, monkeypatch, tmp_path):
+    """site_model is passed to the insertion-site finder, with a relaxation cache under
+    $SCREENER_HOME (a re-run step doesn't relax again); an unknown one is refused in one line."""
+    import screener.sites as sites
+    from screener.hosts import host_from_structure
+
+    from _dataset import dataset_host
+
+    with pytest.raises(ValueError, match="unknown site_model 'dft'"):
+        ScreenerConfig(working_ion="Li", insertion=True, site_model="dft")
+    monkeypatch.setenv("SCREENER_HOME", str(tmp_path / "home"))
+    seen = []
+    real = sites.insertion_hops
+
+    def recording(structure, host_id, ion, **kw):
+        seen.append((kw["relax"], kw["relax_settings"]))
+        return real(structure, host_id, ion, **{**kw, "relax": "none", "relax_settings": None})
+
+    monkeypatch.setattr(sites, "insertion_hops", recording)
+    fw, ion = dataset_host("O-FePO4_Li")
+    fw.remove_species([ion])
+    store = Store.connect(db=store_location())
+    store.ensure_indexes()
+    store.insert_new("hosts", [host_from_structure(fw, "FePO4-empty", {"kind": "test"}).to_doc()])
+    cfg = ScreenerConfig(working_ion="Li", insertion=True, max_hop_length=3.2, site_model="chgnet-framework")
+    launch_campaign(store, "ins-fw", cfg)
+    run_campaign(store, "ins-fw", workers=1)
+    assert store.campaign_hosts.find_one({"campaign": "ins-fw"})["state"] == "done"
+    assert [r for r, _ in seen] == ["chgnet-framework"]
+    assert seen[0][1].cache_dir == str(tmp_path / "home" / "site-relax")
+    store.close()

@@ -73,3 +73,41 @@ def test_no_points_no_work():
     host, ion, _ = _host_and_ends("d-V2O5_Mg")
     out = relax_ion(host, ion, np.zeros((0, 3)), model=object())
     assert out.frac.shape == (0, 3) and out.steps == 0
+
+
+def test_the_cage_relaxing_with_the_ion_lowers_its_energy():
+    # empty Fe2(SO4)3 (34 atoms), Ca near the final DFT end point, where the framework (relaxed
+    # around the initial one) pushes it with 1.9 eV/A: with the atoms within 4.5 A relaxing too it
+    # converges within 0.3 A of the end point, about 1 eV lower than the ion alone gets (~7 s)
+    host, ion, ends = _host_and_ends("Fe2S3O12_Ca")
+    start = host.lattice.get_fractional_coords(host.lattice.get_cartesian_coords(ends[1]) + [0.05, -0.05, 0.05])
+    fixed = relax_ion(host, ion, start)
+    moving = relax_ion(host, ion, start, settings=RelaxSettings(framework_radius=4.5))
+    assert moving.converged.all() and _dist(host, moving.frac, ends[1])[0] < 0.3
+    assert moving.energy[0] < fixed.energy[0] - 0.5
+
+
+@pytest.mark.slow  # ~50 s
+def test_framework_relaxing_with_the_ion_reaches_an_end_point_the_fixed_framework_cannot():
+    # empty NASICON V2(PO4)3, Ca at the final DFT end point (1.5 eV/A on it): with the framework
+    # fixed the ion slides 0.7 A away, with the atoms within 4.5 A relaxing it stays within 0.3 A
+    host, ion, ends = _host_and_ends("Ca0.5V2P3O12")
+    start = host.lattice.get_fractional_coords(host.lattice.get_cartesian_coords(ends[1]) + [0.05, -0.05, 0.05])
+    fixed = relax_ion(host, ion, start)
+    moving = relax_ion(host, ion, start, settings=RelaxSettings(framework_radius=4.5))
+    assert _dist(host, fixed.frac, ends[1])[0] > 0.5
+    assert moving.converged.all() and _dist(host, moving.frac, ends[1])[0] < 0.3
+
+
+def test_only_the_cage_around_the_start_moves():
+    from screener.site_relax import _systems
+
+    host, ion, ends = _host_and_ends("Fe2S3O12_Ca")
+    x = host.lattice.get_cartesian_coords(ends[:1])
+    (atoms,) = _systems(host, ion, x, 4.5)
+    assert atoms.get_chemical_symbols()[-1] == ion and len(atoms) == len(host) + 1
+    fixed = set(atoms.constraints[0].get_indices())
+    d = host.lattice.get_all_distances(ends[:1], host.frac_coords)[0]
+    assert fixed == set(np.flatnonzero(d > 4.5)) and 0 < len(fixed) < len(host)
+    (alone,) = _systems(host, ion, x, 0.0)
+    assert len(alone) == 1 and not alone.constraints

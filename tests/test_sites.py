@@ -163,3 +163,26 @@ def test_chgnet_relaxed_sites_ranked_by_energy_and_repeatable(tmp_path):
     assert len(again) == len(sites)
     for a, b in zip(sites, again):
         assert abs(a.energy - b.energy) < 1e-4 and np.allclose(a.orbit, b.orbit, atol=1e-5)
+
+
+def test_site_models_get_their_relaxation_settings(monkeypatch):
+    # "chgnet-framework" relaxes the cage within FRAMEWORK_RADIUS in cells >= FRAMEWORK_MIN_WIDTH;
+    # settings given without a framework radius get that radius; an unknown model is one line
+    import screener.sites as sites
+    from screener.site_relax import RelaxSettings
+
+    assert sites.site_relax_settings("none") is None
+    assert sites.site_relax_settings("chgnet", cache_dir="c") == RelaxSettings(cache_dir="c")
+    fw = sites.site_relax_settings("chgnet-framework")
+    assert (fw.framework_radius, fw.min_width) == (sites.FRAMEWORK_RADIUS, sites.FRAMEWORK_MIN_WIDTH) and fw.framework_radius > 0
+    with pytest.raises(ValueError, match="unknown site model 'dft'"):
+        sites.site_relax_settings("dft")
+    seen = []
+    monkeypatch.setattr(sites, "_relaxed_sites", lambda *a: seen.append(a[-1]) or [])
+    host = _empty_olivine()
+    candidate_sites(host, "Li", relax="chgnet-framework")
+    candidate_sites(host, "Li", relax="chgnet-framework", relax_settings=RelaxSettings(fmax=0.2))
+    candidate_sites(host, "Li", relax="chgnet")
+    assert seen[0] == fw
+    assert (seen[1].fmax, seen[1].framework_radius) == (0.2, sites.FRAMEWORK_RADIUS)
+    assert seen[2].framework_radius == 0

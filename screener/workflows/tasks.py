@@ -44,6 +44,15 @@ class _ChunkTask(_Task):
         return CampaignContext.open(self["campaign"], self.get("store"), fw_spec.get("_fw_env"))
 
 
+def _site_relax_settings(cfg):
+    """Site relaxations of a campaign are cached under $SCREENER_HOME, so a re-run step or a
+    resumed campaign doesn't relax the same sites again (None when sites aren't relaxed)."""
+    from screener.config import screener_home
+    from screener.sites import site_relax_settings
+
+    return site_relax_settings(cfg.site_model, cache_dir=str(screener_home() / "site-relax"))
+
+
 class EnumerateHopsTask(_ChunkTask):
     """Symmetry-distinct hops of each pending host; failures are recorded per host."""
 
@@ -65,7 +74,8 @@ class EnumerateHopsTask(_ChunkTask):
                 else:  # an empty (charged) framework: hops between the ion's insertion sites
                     length = 6.5 if cfg.max_hop_length == "auto" else cfg.max_hop_length
                     _, hops = insertion_hops(host.structure, host.host_id, ion, max_length=length,
-                                             symprec=cfg.symprec, timeout_s=cfg.hop_timeout_s)
+                                             symprec=cfg.symprec, timeout_s=cfg.hop_timeout_s,
+                                             relax=cfg.site_model, relax_settings=_site_relax_settings(cfg))
             except Exception as exc:  # one host's problem never stops its chunk
                 ctx.set_host_state(ch["_id"], "failed", error=_one_line(exc), stage="hops")
                 failed += 1
