@@ -10,6 +10,9 @@ Tries:
                          the functional is set to GGA (the dataset's majority, 545/619)
   descriptor-et-pathonly only the path descriptors (drops host-level ones: volume per anion, anion
                          chemistry, ion properties) -- is the hop geometry enough?
+  descriptor-et+bvse     + the bond-valence site energy (screener.sites.SiteEnergy) along the 41 path
+                         points: its barrier from either end point and the end-point asymmetry
+                         (bands with an element missing from the bond-valence table get the median)
 """
 
 from __future__ import annotations
@@ -38,6 +41,26 @@ def cv_score(Xs: np.ndarray, y: np.ndarray, folds: np.ndarray) -> dict:
     return score(y, mu, calibrated_std(raw, scale, model.std_floor))
 
 
+def bvse_profile(bands) -> np.ndarray:
+    """(n, 3): BVSE barrier from the lower end point, from the higher one, and |E_initial - E_final|
+    (eV) of the ion along each band's path; NaN where the table lacks a pair (filled by the caller)."""
+    from pymatgen.core import Structure
+
+    from screener.model.descriptors import _path_points
+    from screener.sites import SiteEnergy
+
+    out = np.full((len(bands), 3), np.nan)
+    for i, band in enumerate(bands):
+        try:
+            energy = SiteEnergy(Structure.from_sites(band.sites[5:]), band.species[0].symbol).energy(
+                band.lattice.get_fractional_coords(_path_points(band)))
+        except KeyError:  # no bond-valence parameters for an element of this host
+            continue
+        ends = energy[[0, -1]]
+        out[i] = [energy.max() - ends.min(), energy.max() - ends.max(), abs(ends[0] - ends[1])]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", default=None)
@@ -47,12 +70,16 @@ def main() -> None:
     X = descriptor_matrix(bands, progress=True)
     onehot = np.array([[m["xc"] == x for x in XC] for m in meta], float)
     path_cols = [i for i, n in enumerate(DESCRIPTOR_NAMES) if not n.startswith(HOST_LEVEL)]
+    bv = bvse_profile(bands)
+    bv = np.where(np.isnan(bv), np.nanmedian(bv, axis=0), bv)
     tries = {
         "descriptor-et": ("54 band descriptors, ExtraTrees 200, log target (shipped)", X),
         "descriptor-et+xc": ("+ one-hot DFT functional of the target (GGA at inference)",
                              np.hstack([X, onehot])),
         "descriptor-et-pathonly": (f"only the {len(path_cols)} path descriptors (no host-level ones)",
                                    X[:, path_cols]),
+        "descriptor-et+bvse": ("+ bond-valence site energy along the path: barrier from each end point, asymmetry",
+                               np.hstack([X, bv])),
     }
     rows = json.loads(TRIES_FILE.read_text()) if TRIES_FILE.exists() else {}
     for name, (config, Xs) in tries.items():
