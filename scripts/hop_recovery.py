@@ -203,9 +203,11 @@ def main(argv: list[str] | None = None) -> int:
             wanted = read_names(args.names)
         except OSError as exc:
             raise SystemExit(f"--names {args.names}: {exc.strerror or exc}") from None
-        if unknown := sorted(set(wanted) - {b.sys_name for _, b in entries}):
-            raise SystemExit(f"--names {args.names}: not dataset entries: {', '.join(unknown[:5])}")
-        entries = [(sp, b) for sp, b in entries if b.sys_name in set(wanted)]
+        wanted_set = set(wanted)
+        if unknown := sorted(wanted_set - {b.sys_name for _, b in entries}):
+            where = "" if args.split == "all" else f" of the {args.split} split"
+            raise SystemExit(f"--names {args.names}: not dataset entries{where}: {', '.join(unknown[:5])}")
+        entries = [(sp, b) for sp, b in entries if b.sys_name in wanted_set]
     if args.only:
         entries = [(sp, b) for sp, b in entries if rebuild_host(b.band)[2] == args.only]
     entries = entries[: args.limit] if args.limit else entries
