@@ -124,17 +124,6 @@ def _batch_forces(structs: list[Structure], model, batch_size: int) -> tuple[lis
     return forces, np.array(energies)
 
 
-def _forces(cell: Structure, working_ion: str, cart: np.ndarray, model, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(force on the ion (n, 3) eV/A, total energy (n,) eV) with the ion alone at each cartesian point of cell."""
-    structs = []
-    for x in cart:
-        s = cell.copy()
-        s.append(working_ion, x, coords_are_cartesian=True)
-        structs.append(s)
-    forces, energies = _batch_forces(structs, model, batch_size)
-    return np.array([f[-1] for f in forces]), energies
-
-
 def _joined(frac: np.ndarray, moving: np.ndarray, ops: tuple[np.ndarray, np.ndarray] | None, lat: np.ndarray, tol: float) -> np.ndarray:
     """Indices among moving whose point is within tol (A) of an image (under ops) of a point of
     lower index (each pair is settled once: the later candidate stops, the earlier one goes on)."""
@@ -184,15 +173,11 @@ def relax_ion(
         idx = np.flatnonzero(active)
         if len(idx) == 0:  # every ion still moving joined another one
             break
-        if settings.framework_radius > 0:
-            structs = [Structure(cell.lattice, systems[k].get_chemical_symbols(), systems[k].positions, coords_are_cartesian=True)
-                       for k in idx]
-            forces, energy[idx] = _batch_forces(structs, model, settings.batch_size)
-        else:
-            f, energy[idx] = _forces(cell, working_ion, x[idx], model, settings.batch_size)
-            forces = [fk[None, :] for fk in f]
+        structs = [_structure(cell, working_ion, systems[k], settings.framework_radius > 0) for k in idx]
+        forces, energy[idx] = _batch_forces(structs, model, settings.batch_size)
         for k, fk in zip(idx, forces):
-            systems[k].calc = SinglePointCalculator(systems[k], energy=float(energy[k]), forces=fk)
+            # a system's atoms are the last ones of its structure (the ion alone, or every atom)
+            systems[k].calc = SinglePointCalculator(systems[k], energy=float(energy[k]), forces=fk[-len(systems[k]) :])
             # the largest force on an atom free to move (the constraint zeroes the fixed ones)
             active[k] = np.linalg.norm(systems[k].get_forces(), axis=1).max() >= settings.fmax
         idx = np.flatnonzero(active)
@@ -231,6 +216,16 @@ def _systems(cell: Structure, working_ion: str, x: np.ndarray, framework_radius:
         atoms.set_constraint(FixAtoms(indices=np.flatnonzero(d > framework_radius)))
         out.append(atoms)
     return out
+
+
+def _structure(cell: Structure, working_ion: str, system: Atoms, whole_cell: bool) -> Structure:
+    """What CHGNet sees of one system: its own atoms when it is the whole cell (the framework
+    relaxes), else the fixed cell with the ion appended."""
+    if whole_cell:
+        return Structure(cell.lattice, system.get_chemical_symbols(), system.positions, coords_are_cartesian=True)
+    s = cell.copy()
+    s.append(working_ion, system.positions[-1], coords_are_cartesian=True)
+    return s
 
 
 def _cache_path(framework: Structure, working_ion: str, pts: np.ndarray, settings: RelaxSettings) -> Path:

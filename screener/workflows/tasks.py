@@ -62,6 +62,7 @@ class EnumerateHopsTask(_ChunkTask):
 
         ctx = self.context(fw_spec)
         cfg = ctx.config
+        site_settings = _site_relax_settings(cfg)
         done = failed = 0
         for ch in chunk_hosts(ctx.store, self["campaign"], self["chunk"], state="pending"):
             host = Host.from_doc(ctx.store.hosts.find_one({"_id": ch["host_id"]}))
@@ -75,7 +76,7 @@ class EnumerateHopsTask(_ChunkTask):
                     length = 6.5 if cfg.max_hop_length == "auto" else cfg.max_hop_length
                     _, hops = insertion_hops(host.structure, host.host_id, ion, max_length=length,
                                              symprec=cfg.symprec, timeout_s=cfg.hop_timeout_s,
-                                             relax=cfg.site_model, relax_settings=_site_relax_settings(cfg))
+                                             relax=cfg.site_model, relax_settings=site_settings)
             except Exception as exc:  # one host's problem never stops its chunk
                 ctx.set_host_state(ch["_id"], "failed", error=_one_line(exc), stage="hops")
                 failed += 1
