@@ -275,7 +275,9 @@ def finetune_cmd(
     patience: Annotated[int, typer.Option("--patience", help="Early stop after N epochs without a better validation MAE.")] = 10,
     anneal_epochs: Annotated[int, typer.Option("--anneal-epochs", help="Then N epochs with the lr cosine-annealed to --lr-min.")] = 0,
     lr_min: Annotated[float, typer.Option("--lr-min", help="Learning rate at the end of the annealing.")] = 1e-5,
-    select: Annotated[str, typer.Option("--select", help="Weights a member keeps: best (lowest validation MAE on its fold) or last (final epoch; CV free of selection).")] = "best",
+    swa_epochs: Annotated[int, typer.Option("--swa-epochs", help="Then N epochs at --swa-lr whose weights are averaged (SWA; --select last keeps the average).")] = 0,
+    swa_lr: Annotated[float, typer.Option("--swa-lr", help="Learning rate while weights are averaged.")] = 2e-4,
+    select: Annotated[str, typer.Option("--select", help="Weights a member keeps: best (lowest validation MAE on its fold) or last (final epoch, or the SWA average; CV free of selection).")] = "best",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the members' output layers and shuffling (another seed: another ensemble to merge).")] = 0,
     members: Annotated[int | None, typer.Option("--members", help="Train members for the first N folds only.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
@@ -295,7 +297,8 @@ def finetune_cmd(
     from screener.model.finetune import FinetuneConfig, finetune
 
     cfg = FinetuneConfig(pretrained=str(pretrained or ""), out_dir=str(out or ""), epochs=epochs,
-                         patience=patience, anneal_epochs=anneal_epochs, lr_min=lr_min, select=select, seed=seed,
+                         patience=patience, anneal_epochs=anneal_epochs, lr_min=lr_min,
+                         swa_epochs=swa_epochs, swa_lr=swa_lr, select=select, seed=seed,
                          members=members, batch_size=batch_size, lr=lr,
                          log_target=log_target, readout=readout, crop_radius=crop_radius, hop_descriptors=hop_descriptors, limit=limit,
                          budget_minutes=budget_minutes,

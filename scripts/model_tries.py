@@ -13,6 +13,9 @@ Tries:
   descriptor-et+bvse     + the bond-valence site energy (screener.sites.SiteEnergy) along the 41 path
                          points: its barrier from either end point and the end-point asymmetry
                          (bands with an element missing from the bond-valence table get the median)
+  descriptor-et+mpt      + the seven bulk properties the shipped MPT network (screener/data/models/mpt)
+                         predicts for the host (the band without its five hop sites, whole periodic
+                         cell): what the pre-training learned, handed to the trees as inputs
 """
 
 from __future__ import annotations
@@ -61,6 +64,29 @@ def bvse_profile(bands) -> np.ndarray:
     return out
 
 
+def mpt_host_properties(bands, batch_size: int = 16) -> np.ndarray:
+    """(n, 7): the shipped MPT network's scaled property predictions for each band's host."""
+    import torch
+    from pymatgen.core import Structure
+    from tqdm import tqdm
+
+    from screener.model.base import MODELS_DIR
+    from screener.model.graphs import GraphSettings, batch_graphs, build_graph
+    from screener.model.pretrain import ModelConfig, build_model, load_checkpoint
+
+    st = load_checkpoint(MODELS_DIR / "mpt" / "best.pt")
+    net = build_model(ModelConfig(**st["config"]["model"]))
+    net.load_state_dict(st["model"])
+    net.eval()
+    settings = GraphSettings(**st["graph_settings"])
+    out = []
+    with torch.no_grad():
+        for i in tqdm(range(0, len(bands), batch_size), desc="MPT on hosts", mininterval=5):
+            graphs = [build_graph(Structure.from_sites(b.sites[5:]), settings) for b in bands[i:i + batch_size]]
+            out.append(net(batch_graphs(graphs).model_input())["out"].reshape(len(graphs), -1).numpy())
+    return np.vstack(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", default=None)
@@ -70,8 +96,13 @@ def main() -> None:
     X = descriptor_matrix(bands, progress=True)
     onehot = np.array([[m["xc"] == x for x in XC] for m in meta], float)
     path_cols = [i for i, n in enumerate(DESCRIPTOR_NAMES) if not n.startswith(HOST_LEVEL)]
-    bv = bvse_profile(bands)
-    bv = np.where(np.isnan(bv), np.nanmedian(bv, axis=0), bv)
+    if args.only is None or "descriptor-et+bvse" in args.only:
+        bv = bvse_profile(bands)
+        bv = np.where(np.isnan(bv), np.nanmedian(bv, axis=0), bv)
+    else:
+        bv = np.zeros((len(bands), 0))
+    mpt = (mpt_host_properties(bands) if args.only is None or "descriptor-et+mpt" in args.only
+           else np.zeros((len(bands), 0)))
     tries = {
         "descriptor-et": ("54 band descriptors, ExtraTrees 200, log target (shipped)", X),
         "descriptor-et+xc": ("+ one-hot DFT functional of the target (GGA at inference)",
@@ -80,6 +111,8 @@ def main() -> None:
                                    X[:, path_cols]),
         "descriptor-et+bvse": ("+ bond-valence site energy along the path: barrier from each end point, asymmetry",
                                np.hstack([X, bv])),
+        "descriptor-et+mpt": ("+ the MPT network's seven bulk-property predictions for the host",
+                              np.hstack([X, mpt])),
     }
     rows = json.loads(TRIES_FILE.read_text()) if TRIES_FILE.exists() else {}
     for name, (config, Xs) in tries.items():

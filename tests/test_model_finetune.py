@@ -127,6 +127,36 @@ def test_anneal_stage_follows_the_constant_stage_and_last_keeps_the_final_epoch(
         finetune(_cfg(mpt, out, members=1, select="worst"), resume=True, progress=False)
 
 
+def test_swa_stage_averages_the_weights_of_its_epochs_and_last_keeps_the_average(mpt, tmp_path):
+    """--swa-epochs: after the schedule, each epoch at swa_lr is folded into a running mean of the
+    weights; select="last" keeps that mean and its out-of-fold predictions. Checked against the
+    weights of each SWA epoch, taken by resuming one epoch at a time."""
+    out = tmp_path / "fts"
+    finetune(_cfg(mpt, out, members=1), progress=False)
+    snaps = []
+    for n in (1, 2, 3):
+        summary = finetune(_cfg(mpt, out, members=1, swa_epochs=n, swa_lr=1e-3, select="last"),
+                           resume=True, progress=False)
+        st = load_checkpoint(member_path(out, 0))
+        snaps.append({k: v.clone() for k, v in st["model"].items()})
+    assert st["swa_from"] == 1 and st["swa_n"] == 3 and st["epoch"] == 4
+    assert [h["lr"] for h in st["history"][1:]] == [1e-3] * 3
+    assert not torch.equal(snaps[0]["fc.weight"], snaps[2]["fc.weight"])  # the epochs moved
+    model = load_model(summary["model"])
+    kept = model.networks[0].state_dict()
+    for k in st["model"]:
+        if st["model"][k].is_floating_point():
+            mean = sum(s[k] for s in snaps) / 3
+            assert torch.allclose(kept[k].cpu(), mean, atol=1e-6), k
+    assert model.info["oof"]["mean"] == pytest.approx(st["swa_val_pred"], abs=1e-6)
+    assert st["history"][-1]["swa_val_mae"] == pytest.approx(model.info["members"][0]["val_mae"])
+    with pytest.raises(ValueError, match="swa_lr=0.001, this run has swa_lr=0.0005"):
+        finetune(_cfg(mpt, out, members=1, swa_epochs=4, swa_lr=5e-4, select="last"),
+                 resume=True, progress=False)
+    with pytest.raises(ValueError, match="swa_epochs: -1 is negative"):
+        finetune(_cfg(mpt, out, swa_epochs=-1), progress=False)
+
+
 def test_two_seeds_merge_into_one_ensemble_with_averaged_out_of_fold_predictions(mpt, tmp_path):
     from screener.model.finetune import merge_ensembles
 

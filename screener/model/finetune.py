@@ -93,10 +93,16 @@ class FinetuneConfig:
     """After the constant-lr stage (epochs / patience), this many more epochs with the learning
     rate cosine-annealed from lr to lr_min (patience does not cut them short)."""
     lr_min: float = 1e-5
+    swa_epochs: int = 0
+    """After the main (and anneal) stage, this many more epochs at swa_lr whose end-of-epoch weights
+    are averaged (stochastic weight averaging): an ensemble's variance reduction at one network's
+    inference cost. The network has no batch norm, so the average needs no statistics update."""
+    swa_lr: float = 2e-4
     select: str = "best"
     """Which weights a member keeps: "best" (its lowest validation MAE, chosen on its own fold, so
-    the grouped-CV score is slightly optimistic) or "last" (the final epoch of a fixed schedule:
-    validation is only watched, and the CV score is untouched by selection)."""
+    the grouped-CV score is slightly optimistic) or "last" (the final epoch of a fixed schedule, or
+    with swa_epochs the weight average: validation is only watched, and the CV score is untouched
+    by selection)."""
     batch_size: int = 16
     lr: float = 5e-4
     weight_decay: float = 1e-5
@@ -180,16 +186,29 @@ def _main_stage_over(st: dict[str, Any], cfg: FinetuneConfig) -> bool:
     return st["epoch"] >= cfg.epochs or (cfg.patience > 0 and stale >= cfg.patience)
 
 
-def _finished(st: dict[str, Any], cfg: FinetuneConfig) -> bool:
-    """Main stage over and, with annealing, anneal_epochs run after it."""
+def _schedule_over(st: dict[str, Any], cfg: FinetuneConfig) -> bool:
+    """Main stage over and, with annealing, anneal_epochs run after it (SWA comes after this)."""
+    if st.get("swa_from") is not None:
+        return True  # once averaging began, a new best epoch must not reopen the main stage
     if st.get("anneal_from") is not None:
         return st["epoch"] >= st["anneal_from"] + cfg.anneal_epochs
     return _main_stage_over(st, cfg) and cfg.anneal_epochs <= 0
 
 
+def _finished(st: dict[str, Any], cfg: FinetuneConfig) -> bool:
+    """Schedule over and, with SWA, swa_epochs averaged after it."""
+    if not _schedule_over(st, cfg):
+        return False
+    if cfg.swa_epochs <= 0:
+        return True
+    return st.get("swa_from") is not None and st["epoch"] >= st["swa_from"] + cfg.swa_epochs
+
+
 def _epoch_lr(st: dict[str, Any], cfg: FinetuneConfig, frac: float) -> float:
     """Learning rate at fraction frac of the coming epoch: lr in the main stage, then a cosine
-    from lr to lr_min over the anneal epochs."""
+    from lr to lr_min over the anneal epochs, then swa_lr while weights are averaged."""
+    if st.get("swa_from") is not None:
+        return cfg.swa_lr
     if st.get("anneal_from") is None:
         return cfg.lr
     t = (st["epoch"] - st["anneal_from"] + frac) / max(cfg.anneal_epochs, 1)
@@ -238,6 +257,9 @@ def _train_member(k: int, cfg: FinetuneConfig, ckpt: Path, graphs: list[CrystalG
             log.info("member %d: finished earlier (best epoch %d, val MAE %.4f)", k,
                      st["best_epoch"], st["best_val"])
             return st
+        if st.get("swa_from") is not None and st["config"].get("swa_lr") != cfg.swa_lr:
+            raise ValueError(f"{path}: weight averaging started with swa_lr={st['config'].get('swa_lr')!r}, "
+                             f"this run has swa_lr={cfg.swa_lr!r}; use another --out or the same setting")
         net.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         _set_rng_state(st["rng"])
@@ -251,6 +273,10 @@ def _train_member(k: int, cfg: FinetuneConfig, ckpt: Path, graphs: list[CrystalG
             st["anneal_from"] = st["epoch"]
             log.info("member %d: annealing lr %.1e -> %.1e over epochs %d-%d", k, cfg.lr, cfg.lr_min,
                      st["epoch"] + 1, st["epoch"] + cfg.anneal_epochs)
+        if st.get("swa_from") is None and cfg.swa_epochs > 0 and _schedule_over(st, cfg):
+            st["swa_from"], st["swa_n"] = st["epoch"], 0
+            log.info("member %d: averaging weights at lr %.1e over epochs %d-%d", k, cfg.swa_lr,
+                     st["epoch"] + 1, st["epoch"] + cfg.swa_epochs)
         perm = train_idx[np.random.permutation(len(train_idx))]
         n_batches = math.ceil(len(perm) / cfg.batch_size)
         bar = tqdm(total=n_batches, desc=f"member {k} epoch {st['epoch'] + 1}", disable=not progress,
@@ -282,6 +308,12 @@ def _train_member(k: int, cfg: FinetuneConfig, ckpt: Path, graphs: list[CrystalG
         st["last_val_pred"] = val_pred.tolist()
         log.info("member %d epoch %d train_l1 %.4f val_mae %.4f (%.1f s)", k, st["epoch"],
                  st["history"][-1]["train_l1"], val_mae, time.monotonic() - t0)
+        if st.get("swa_from") is not None:
+            _average_in(st, net, val_graphs, cfg.log_target)
+            st["history"][-1]["swa_val_mae"] = (float(np.abs(np.asarray(st["swa_val_pred"]) - y[val_idx]).mean())
+                                                if len(val_idx) else math.nan)
+            log.info("member %d epoch %d: average of %d epochs val_mae %.4f", k, st["epoch"],
+                     st["swa_n"], st["history"][-1]["swa_val_mae"])
         if val_mae < st["best_val"] or st["best_model"] is None:
             st["best_val"], st["best_epoch"] = val_mae, st["epoch"]
             st["best_model"] = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
@@ -295,8 +327,30 @@ def _train_member(k: int, cfg: FinetuneConfig, ckpt: Path, graphs: list[CrystalG
     return st
 
 
+def _average_in(st: dict[str, Any], net: torch.nn.Module, val_graphs: Sequence[CrystalGraph],
+                log_target: bool) -> None:
+    """Fold this epoch's weights into the member's running SWA average and predict its fold with it."""
+    import copy
+
+    w = {key: v.detach().cpu().clone() for key, v in net.state_dict().items()}
+    n = st["swa_n"]
+    if n == 0:
+        st["swa_model"] = w
+    else:
+        avg = st["swa_model"]
+        for key, v in w.items():
+            if v.is_floating_point():
+                avg[key] += (v - avg[key]) / (n + 1)
+    st["swa_n"] = n + 1
+    avg_net = copy.deepcopy(net)
+    avg_net.load_state_dict(st["swa_model"])
+    st["swa_val_pred"] = predict_graphs(avg_net, val_graphs, log_target).tolist()
+
+
 def _kept(st: dict[str, Any], select: str) -> tuple[dict[str, Any], list[float], int, float]:
     """(weights, out-of-fold predictions, epoch, validation MAE) a member keeps under select."""
+    if select == "last" and st.get("swa_model") is not None:
+        return st["swa_model"], st["swa_val_pred"], st["epoch"], st["history"][-1]["swa_val_mae"]
     if select == "last":
         if "last_val_pred" not in st:
             raise ValueError(f"member {st['fold']}: its checkpoint keeps no last-epoch predictions "
@@ -317,6 +371,10 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -
         raise ValueError(f"select: {cfg.select!r} is not one of best, last")
     if cfg.anneal_epochs < 0:
         raise ValueError(f"anneal_epochs: {cfg.anneal_epochs} is negative")
+    if cfg.swa_epochs < 0:
+        raise ValueError(f"swa_epochs: {cfg.swa_epochs} is negative")
+    if cfg.swa_epochs > 0 and not cfg.swa_lr > 0:
+        raise ValueError(f"swa_lr: {cfg.swa_lr} is not positive")
     out_dir = Path(cfg.out_dir) if cfg.out_dir else default_finetune_dir()
     cfg.out_dir = str(out_dir)
     ckpt = Path(cfg.pretrained) if cfg.pretrained else default_out_dir() / BEST_NAME
