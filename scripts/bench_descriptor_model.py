@@ -1,6 +1,6 @@
 """Throughput of the descriptor model in one process: bands/s for descriptors + prediction.
 
-    python scripts/bench_descriptor_model.py [--model default] [--repeat 2] [--batch 64]
+    python scripts/bench_descriptor_model.py [--model descriptor-et] [--repeat 2] [--batch 64]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from screener.model.descriptors import descriptor_matrix
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="default")
+    ap.add_argument("--model", default="descriptor-et", help="a descriptor model: shipped name or checkpoint path")
     ap.add_argument("--repeat", type=int, default=2, help="passes over the 559 training bands")
     ap.add_argument("--batch", type=int, default=64, help="bands per predict() call")
     args = ap.parse_args()

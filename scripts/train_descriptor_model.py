@@ -12,17 +12,22 @@ import time
 from pathlib import Path
 
 from screener.model.base import MODELS_DIR
-from screener.model.descriptor_model import DescriptorModel, evaluate_protocols, load_folds, load_split
+from screener.model.descriptor_model import (
+    ET_PARAMS,
+    ET_TREES,
+    DescriptorModel,
+    evaluate_protocols,
+    load_folds,
+    load_split,
+)
 from screener.model.descriptors import DESCRIPTOR_NAMES, descriptor_matrix
 
-#: Chosen by host-grouped CV on the training split only (see the metrics JSON "selection").
-DEFAULT_PARAMS = {"max_features": 0.5, "min_samples_leaf": 1}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kind", default="et", choices=["et", "rf", "gbm"])
-    ap.add_argument("--n-estimators", type=int, default=200)
+    ap.add_argument("--n-estimators", type=int, default=ET_TREES)
     ap.add_argument("--no-log-target", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default=None)
@@ -34,7 +39,7 @@ def main() -> None:
     test_bands, y_test, _ = load_split("test")
     X, X_test = descriptor_matrix(bands, progress=True), descriptor_matrix(test_bands)
     folds = load_folds()
-    params = DEFAULT_PARAMS if args.kind in ("et", "rf") else {}
+    params = ET_PARAMS if args.kind in ("et", "rf") else {}
     model = DescriptorModel(kind=args.kind, n_estimators=args.n_estimators,
                             log_target=not args.no_log_target, seed=args.seed, name=args.name,
                             params=params)
@@ -48,7 +53,7 @@ def main() -> None:
         "params": model.params, "n_descriptors": len(DESCRIPTOR_NAMES), "std_scale": model.std_scale,
         "trained_on": "bands-train.json (559)", "threshold_ev": 0.65,
         "test": res["test"], "grouped_cv": res["grouped_cv"],
-        "selection": "kind, log target, max_features, min_samples_leaf chosen by host-grouped "
+        "selection": "kind, log target, max_features, min_samples_leaf, trees, descriptors chosen by host-grouped "
                      "5-fold CV on bands-train.json only; bands-test.json scored once",
         "checkpoint_bytes": path.stat().st_size,
     }

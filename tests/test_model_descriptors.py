@@ -89,3 +89,26 @@ def test_bad_bands_raise_one_line(bands):
     disordered.replace(7, {"O": 0.5, "F": 0.5})
     with pytest.raises(ValueError, match="disordered"):
         band_descriptors(disordered)
+
+
+def _detour_band(offset: float) -> Structure:
+    """A 4 A Li hop along x in a 12 A cubic cell, one Mg `offset` A off its midpoint (along y) and
+    O far away: the straight line passes the Mg at `offset`, a bent path can keep farther."""
+    a = 12.0
+    hop = [[4.0 + t, 6.0, 6.0] for t in np.linspace(0.0, 4.0, 5)]
+    host = [("Mg", [6.0, 6.0 + offset, 6.0]), ("O", [6.0, 6.0, 0.5]), ("O", [1.0, 1.0, 1.0])]
+    return Structure(np.eye(3) * a, ["Li"] * 5 + [s for s, _ in host], hop + [c for _, c in host],
+                     coords_are_cartesian=True)
+
+
+def test_widest_path_goes_around_an_atom_on_the_line():
+    names = DESCRIPTOR_NAMES
+    near = band_descriptors(_detour_band(0.3))
+    # the straight line passes 0.3 A from the Mg; inside the 1.2 A tube a path keeps ~1.5 A from it
+    assert abs(near[names.index("bottleneck_cation")] - 0.3) < 1e-6
+    assert 1.4 < near[names.index("widest_path_cation")] <= 1.5 + 1e-6
+    # a Mg 3 A off the line: the best path is never narrower than the straight line
+    far = band_descriptors(_detour_band(3.0))
+    assert far[names.index("widest_path_cation")] >= far[names.index("bottleneck_cation")] - 1e-9
+    # nor for the anions (the nearest O 5.5 A below the line)
+    assert near[names.index("widest_path_anion")] >= near[names.index("bottleneck_anion")] - 1e-9

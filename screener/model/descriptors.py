@@ -5,7 +5,9 @@ three interpolated images and the final site; the rest is the host without that 
 descriptor is an aggregate (min / count / sum) over host sites, so the order of the host sites does
 not matter, nothing counts sites (a band built in a larger supercell gives the same vector up
 exactly: sums are normalised to the compound with the ion put back), and the two directions of a hop give the same vector (end points and images enter as
-min/max pairs), since a barrier does not depend on which end is called "initial".
+min/max pairs), since a barrier does not depend on which end is called "initial". The widest-path
+descriptors look off the straight line: the best path inside a tube around it, on a grid that
+depends only on the hop and the lattice's directions, so the same invariances hold.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from functools import lru_cache
 import numpy as np
 from pymatgen.core import Element, Structure
 from pymatgen.optimization.neighbors import find_points_in_spheres
+from scipy import ndimage
+from scipy.spatial import cKDTree
 
 #: Anions and the charge assumed for them (charge-balance proxy of the framework cations).
 ANION_CHARGE: dict[str, int] = {
@@ -30,6 +34,14 @@ _STEPS_PER_SEGMENT = 10
 _R_SEARCH = 8.0
 #: Radius of the 1/r sums (Angstrom).
 _R_COULOMB = 6.0
+#: The tube around the straight hop in which the widest path is sought: radius, grid spacing and
+#: how far it reaches past each end point (Angstrom). An ion does not take the straight line: it
+#: goes around a bottleneck when the cage lets it, so the narrowest point of the straight line
+#: overstates how tight the hop is.
+_TUBE_RADIUS, _TUBE_SPACING, _TUBE_MARGIN = 1.2, 0.2, 0.2
+#: Distances on the tube grid are capped as on the path, so the widest path is never reported
+#: narrower than the straight line.
+_R_TUBE = _R_SEARCH
 
 _SLOTS = ("end_min", "end_max", "img_min", "img_max", "mid")
 
@@ -43,6 +55,7 @@ DESCRIPTOR_NAMES: list[str] = [
     "cn_all_end_min", "cn_all_end_max", "cn_all_mid",
     "bottleneck_any", "bottleneck_anion", "bottleneck_cation",
     "bottleneck_free_radius", "constriction_anion", "bottleneck_t",
+    "widest_path_anion", "widest_path_cation",
     "coul_cation_mid_minus_end", "coul_anion_mid_minus_end",
     "coul_cation_bottleneck", "coul_anion_bottleneck",
     "volume_per_atom", "volume_per_anion", "density", "frac_wi_host",
@@ -95,6 +108,70 @@ def _path_points(band: Structure) -> np.ndarray:
     pts = [anchors[i] + t[:, None] * (anchors[i + 1] - anchors[i]) for i in range(4)]
     pts.append(anchors[4:5])
     return band.lattice.get_cartesian_coords(np.vstack(pts))
+
+
+def _tube_grid(band: Structure, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple, tuple]:
+    """Cartesian grid points (nu, nv, nv, 3) of a cylinder around the straight hop a -> b, the mask
+    of the points inside it, and the grid indices of the points at a and at b.
+
+    The grid is symmetric about the midpoint and its cross-section axes come from the lattice (the
+    lattice vector least parallel to the hop), so it is the same set of points for either direction,
+    any site order and any supercell of the same lattice."""
+    length = float(np.linalg.norm(b - a))
+    u = (b - a) / length
+    lat = band.lattice.matrix / np.linalg.norm(band.lattice.matrix, axis=1)[:, None]
+    ref = lat[int(np.argmin(np.round(np.abs(lat @ u), 9)))]
+    v = ref - (ref @ u) * u
+    v /= np.linalg.norm(v)
+    w = np.cross(u, v)
+    k = int(np.ceil((length / 2 + _TUBE_MARGIN) / _TUBE_SPACING))
+    us = _TUBE_SPACING * np.arange(-k, k + 1)
+    vs = _TUBE_SPACING * np.arange(-int(_TUBE_RADIUS / _TUBE_SPACING), int(_TUBE_RADIUS / _TUBE_SPACING) + 1)
+    U, V, W = np.meshgrid(us, vs, vs, indexing="ij")
+    inside = V**2 + W**2 <= _TUBE_RADIUS**2 + 1e-9
+    x = (a + b) / 2 + U[..., None] * u + V[..., None] * v + W[..., None] * w
+    c = len(vs) // 2
+    end = int(np.argmin(np.abs(us - length / 2)))
+    return x, inside, (len(us) - 1 - end, c, c), (end, c, c)
+
+
+def _widest_path(clearance: np.ndarray, inside: np.ndarray, start: tuple, end: tuple) -> float:
+    """Largest c such that start and end connect through grid points (26-neighbour steps, inside
+    the tube) whose clearance is at least c: the narrowest point of the best path, not of the line."""
+    f = np.where(inside, clearance, -np.inf)
+    levels = np.unique(f[inside & (f <= min(f[start], f[end]))])[::-1]
+    lo, hi = 0, len(levels) - 1
+    connectivity = np.ones((3, 3, 3), dtype=bool)
+    while lo < hi:  # levels descend: find the first at which the two ends are joined
+        mid = (lo + hi) // 2
+        labels, _ = ndimage.label(f >= levels[mid], structure=connectivity)
+        if labels[start] == labels[end]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return float(levels[lo])
+
+
+def _widest_paths(band: Structure, host_cart: np.ndarray, a: np.ndarray, b: np.ndarray,
+                  masks: Sequence[np.ndarray]) -> list[float]:
+    """The widest path from a to b inside the tube, one per mask of host atoms: its narrowest
+    distance to those atoms (capped at _R_TUBE)."""
+    grid, inside, start, end = _tube_grid(band, a, b)
+    inner = grid[inside]
+    # every host atom (periodic images included) that can be the nearest to a tube point
+    reach = float(np.linalg.norm(b - a)) / 2 + _TUBE_MARGIN + _TUBE_RADIUS + _R_TUBE
+    _, near, images, _ = find_points_in_spheres(
+        host_cart, np.ascontiguousarray((a + b)[None] / 2), reach, np.array([1, 1, 1], dtype=np.int64),
+        np.ascontiguousarray(band.lattice.matrix, dtype=float))
+    near_cart = host_cart[near] + images @ band.lattice.matrix
+    out = []
+    for mask in masks:
+        clearance = np.full(inside.shape, _R_TUBE)
+        atoms = near_cart[mask[near]]
+        if len(atoms):
+            clearance[inside] = np.minimum(cKDTree(atoms).query(inner, distance_upper_bound=_R_TUBE)[0], _R_TUBE)
+        out.append(_widest_path(clearance, inside, start, end))
+    return out
 
 
 def _sym_slots(v: np.ndarray) -> list[float]:
@@ -168,6 +245,8 @@ def band_descriptors(band: Structure) -> np.ndarray:
     t_b = abs(b / (n_pts - 1) - 0.5)  # 0 = bottleneck at the midpoint, 0.5 = at an end point
 
     coul_cat, coul_an = inv_sum(is_cation), inv_sum(is_anion)
+
+    widest_anion, widest_cation = _widest_paths(band, host_cart, pts[0], pts[-1], (is_anion, is_cation))
     ends = pos_idx[[0, 4]]
 
     # Composition of the framework: charge-balance proxy of the cation oxidation state.
@@ -200,6 +279,7 @@ def band_descriptors(band: Structure) -> np.ndarray:
         cn_all[ends].min(), cn_all[ends].max(), cn_all[pos_idx[2]],
         float(d_any[b]), bottleneck_anion, float(d_cation.min()),
         bottleneck_anion - r_anion, float(d_anion[ends].mean()) - bottleneck_anion, t_b,
+        widest_anion, widest_cation,
         coul_cat[pos_idx[2]] - coul_cat[ends].mean(), coul_an[pos_idx[2]] - coul_an[ends].mean(),
         coul_cat[b], coul_an[b],
         volume / (n_host + 1), volume / is_anion.sum(), mass / volume * 1.66053906660,
