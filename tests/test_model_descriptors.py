@@ -63,6 +63,17 @@ def test_supercell_does_not_matter(bands):
                                    atol=1e-9)
 
 
+def test_rotation_does_not_matter(bands):
+    """The same crystal in a rotated frame (the widest-path tube is laid out from the lattice, not
+    from the Cartesian axes) gives the same descriptors."""
+    from scipy.spatial.transform import Rotation
+
+    rot = Rotation.from_euler("zyx", [37.0, -21.0, 64.0], degrees=True).as_matrix()
+    for band in bands[:3]:
+        turned = Structure(band.lattice.matrix @ rot.T, band.species, band.frac_coords)
+        np.testing.assert_allclose(band_descriptors(turned), band_descriptors(band), rtol=1e-8, atol=1e-8)
+
+
 def test_large_band_is_fast():
     train = load_split("train")[0]
     band = max(train, key=len)
