@@ -142,6 +142,13 @@ def _r0(a: str, b: str) -> float:
     return ra + rb - ra * rb * (math.sqrt(ca) - math.sqrt(cb)) ** 2 / (ca * ra + cb * rb)
 
 
+def _formal_valence(el: str) -> float:
+    """Charge of a framework cation whose bond valence can't be summed: the median of its common
+    positive oxidation states (Tc 5.5, Pt 3, Pm 3), else 2."""
+    states = [o for o in Element(el).common_oxidation_states if o > 0]
+    return float(np.median(states)) if states else 2.0
+
+
 def _cation_radius(el: str, valence: float) -> float:
     """Ionic radius (Angstrom) of a framework cation at its bond-valence charge."""
     e = Element(el)
@@ -196,9 +203,13 @@ class SiteEnergy:
                 nb = atree.query_ball_point(cart[i], 3.5)
                 if nb:
                     d = np.linalg.norm(anion_cart[nb] - cart[i], axis=1)
-                    sv = np.exp((np.array([_r0(s, anion_sym[k]) for k in nb]) - d) / BV_B)
-                    valence = max(float(sv.sum()), 0.5)
-                    n_bonds = max(int((sv > 0.1 * sv.max()).sum()), 1)
+                    if Element(s) in BV_PARAMS:
+                        sv = np.exp((np.array([_r0(s, anion_sym[k]) for k in nb]) - d) / BV_B)
+                        valence = max(float(sv.sum()), 0.5)
+                        n_bonds = max(int((sv > 0.1 * sv.max()).sum()), 1)
+                    else:  # no O'Keeffe-Brese parameters (Tc, Pt, Os, Au, Pm...): formal charge, first shell
+                        valence = _formal_valence(s)
+                        n_bonds = max(int((d < 1.2 * d.min()).sum()), 1)
             qq[i] = COULOMB_K * (v_ion / math.sqrt(ION_COORDINATION)) * (valence / math.sqrt(n_bonds))
             rho[i] = SCREENING * (r_ion + _cation_radius(s, valence))
         self.is_anion = is_anion[idx]

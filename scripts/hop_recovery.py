@@ -6,11 +6,14 @@ all when the band's ion is the only one: a charged host, whose sites come from i
 The dataset hop is recovered when one enumerated hop maps onto it by the host's symmetry (end points
 within 0.3 A). Misses are listed with a category and the reason. Usage:
 python scripts/hop_recovery.py [--json] [--split train|test|all] [--only discharged|charged] [--limit N]
-                               [--relax none|chgnet|chgnet-framework] [--relax-cache DIR] [--names FILE]
+                               [--relax none|chgnet|chgnet-framework] [--relax-cache DIR] [--names FILE] [--emptied]
 (--relax chgnet: charged hosts' sites are where CHGNet relaxes the ion from each cavity centre;
 chgnet-framework: the ion with the framework around it. --relax-cache keeps the relaxations, so
 a killed or repeated run resumes where it stopped. --names: only these entries, one name per line,
-or an earlier run's output, whose "MISS charged" lines are read, hops over the length limit left out.)
+or an earlier run's output, whose "MISS charged" lines are read, hops over the length limit left out.
+--emptied: sites instead of hops, in the discharged hosts with every ion of the working kind taken
+out, where the framework was relaxed with the ions in place: the fraction of the ion's DFT sites
+within 0.3 A of an insertion site, a check of the site finder that no charged entry enters.)
 """
 
 from __future__ import annotations
@@ -133,6 +136,29 @@ def _why_not(
     return "not matched", f"no enumerated hop maps onto it ({len(hops)} hops; closest length differs by {near:.2f} A)"
 
 
+def emptied_site_distances(host: Structure, ion: str, relax: str = "none", relax_settings=None) -> np.ndarray:
+    """Distance (A) from each of the working ion's sites in a discharged host to the nearest
+    insertion site candidate_sites finds once every ion of that kind is taken out: how well the
+    site finder does where the framework was relaxed with the ion in place (no answer-key entry of
+    the charged benchmark is involved)."""
+    framework = host.copy()
+    framework.remove_species([ion])
+    ion_sites = np.array([s.frac_coords for s in host if s.specie.symbol == ion])
+    sites = candidate_sites(framework, ion, relax=relax, relax_settings=relax_settings)
+    points = np.vstack([s.orbit for s in sites]) if sites else np.zeros((0, 3))
+    return np.array([_nearest_point(points, p, framework.lattice.matrix) for p in ion_sites])
+
+
+def _emptied_hosts(entries) -> dict[tuple[str, str], Structure]:
+    """One rebuilt discharged host per (host name, ion) of the dataset entries."""
+    hosts: dict[tuple[str, str], Structure] = {}
+    for _, e in entries:
+        host, ion, kind = rebuild_host(e.band)
+        if kind == "discharged":
+            hosts.setdefault((e.host_name, ion), host)
+    return hosts
+
+
 def read_names(path) -> list[str]:
     """Dataset names from a file: one per line, or this script's output (its "MISS charged" lines,
     hops over the length limit left out: no site finder changes those)."""
@@ -189,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--relax-cache", default=None, help="folder that keeps CHGNet site relaxations between runs")
     ap.add_argument("--fmax", type=float, default=None, help="site relaxation force limit (eV/A; default RelaxSettings')")
     ap.add_argument("--names", default=None, help="only these entries: names one per line, or an earlier run's output (its charged misses)")
+    ap.add_argument("--emptied", action="store_true",
+                    help="sites, not hops: the discharged hosts emptied of the working ion; are its DFT sites found?")
     args = ap.parse_args(argv)
     if args.relax != "none":
         import torch
@@ -212,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         entries = [(sp, b) for sp, b in entries if rebuild_host(b.band)[2] == args.only]
     entries = entries[: args.limit] if args.limit else entries
     t0 = time.perf_counter()
+    if args.emptied:
+        return _emptied_report(entries, args, settings, t0)
     outcomes = []
     for k, (sp, e) in enumerate(entries):
         o = check(e, args.relax, settings)
@@ -248,6 +278,36 @@ def main(argv: list[str] | None = None) -> int:
     for o in outcomes:
         if not o.recovered:
             print(f"MISS {o.kind} {o.split} {o.sys_name}: {o.why}")
+    return 0
+
+
+def _emptied_report(entries, args, settings, t0: float) -> int:
+    """--emptied: for each distinct discharged host, the ion's sites within TOL of an insertion site."""
+    hosts = _emptied_hosts(entries)
+    found, n_sites, complete, misses = 0, 0, 0, []
+    for k, ((name, ion), host) in enumerate(hosts.items()):
+        try:
+            d = emptied_site_distances(host, ion, args.relax, settings)
+        except SiteError as exc:
+            d = np.full(sum(s.specie.symbol == ion for s in host), np.inf)
+            misses.append(f"MISS emptied {name} {ion}: {exc}")
+        else:
+            if (d >= TOL).any():
+                misses.append(f"MISS emptied {name} {ion}: {int((d >= TOL).sum())}/{len(d)} ion sites off, "
+                              f"farthest {d.max():.2f} A from an insertion site")
+        found += int((d < TOL).sum())
+        n_sites += len(d)
+        complete += bool((d < TOL).all())
+        if not args.json:
+            print(f"[{k + 1}/{len(hosts)}] {name} {ion} {int((d < TOL).sum())}/{len(d)}", file=sys.stderr)
+    summary = {"hosts": len(hosts), "hosts_all_sites": complete, "ion_sites": n_sites, "ion_sites_found": found}
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"emptied discharged hosts: {found}/{n_sites} ion sites within {TOL} A of an insertion site "
+          f"({100 * found / max(n_sites, 1):.1f}%); every site found in {complete}/{len(hosts)} hosts; "
+          f"{time.perf_counter() - t0:.0f} s (relax {args.relax})")
+    print("\n".join(misses))
     return 0
 
 

@@ -153,3 +153,27 @@ def test_charged_hop_the_cavity_centres_miss_is_found_with_the_cage_relaxed():
     assert not hop_recovery.check(entry).recovered
     out = hop_recovery.check(entry, relax="chgnet-framework")
     assert out.kind == "charged" and out.recovered, out.why
+
+
+def test_emptied_host_sites_are_found():
+    # olivine LiFePO4 with its Li taken out: every Li site is an insertion site again; a Li moved
+    # 0.8 A off its site (the framework unchanged) is the one not found
+    host, ion, kind = hop_recovery.rebuild_host(dataset_band("O-LiFePO4"))
+    assert kind == "discharged"
+    d = hop_recovery.emptied_site_distances(host, ion)
+    assert len(d) == sum(s.specie.symbol == "Li" for s in host) and (d < hop_recovery.TOL).all()
+    li = next(i for i, s in enumerate(host) if s.specie.symbol == "Li")
+    host.translate_sites([li], [0.8, 0.0, 0.0], frac_coords=False)
+    d = hop_recovery.emptied_site_distances(host, ion)
+    assert np.flatnonzero(d >= hop_recovery.TOL).tolist() == [0]
+
+
+def test_emptied_report_counts_sites(tmp_path, capsys):
+    # one host per (host, ion); charged entries have no ion sites to find and are left out
+    entries = [("train", _entry("O-LiFePO4")), ("train", _entry("LiCoO2_1")), ("train", _entry("O-FePO4_Li"))]
+    assert [k[1] for k in hop_recovery._emptied_hosts(entries)] == ["Li", "Li"]
+    names = tmp_path / "names.txt"
+    names.write_text("O-LiFePO4\n")
+    assert hop_recovery.main(["--emptied", "--json", "--names", str(names)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["hosts"] == 1 and out["ion_sites_found"] == out["ion_sites"] > 0

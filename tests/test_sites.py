@@ -186,3 +186,16 @@ def test_site_models_get_their_relaxation_settings(monkeypatch):
     assert seen[0] == fw
     assert (seen[1].fmax, seen[1].framework_radius) == (0.2, sites.FRAMEWORK_RADIUS)
     assert seen[2].framework_radius == 0
+
+
+@pytest.mark.parametrize("sys_name", ["Na2TcO3_1", "Na2PtO3_1"])
+def test_framework_cations_without_bond_valence_parameters(sys_name):
+    # Tc and Pt have no O'Keeffe-Brese parameters: their charge falls back to a formal one instead
+    # of a KeyError, and the emptied host's Na sites are still found and ranked
+    host, ion = dataset_host(sys_name)
+    na_sites = np.array([s.frac_coords for s in host if s.specie.symbol == ion])
+    host.remove_species([ion])
+    sites = candidate_sites(host, ion)
+    assert sites and all(np.isfinite(s.energy) for s in sites)
+    points = np.vstack([s.orbit for s in sites])
+    assert min(_periodic_distance(host, points, p) for p in na_sites) < 0.3
