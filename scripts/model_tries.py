@@ -20,7 +20,7 @@ Tries:
                          chemistry, ion properties) -- is the hop geometry enough?
   descriptor-et+bvse     + the bond-valence site energy (screener.sites.SiteEnergy) along the 41 path
                          points: its barrier from either end point and the end-point asymmetry
-                         (bands with an element missing from the bond-valence table get the median)
+                         (bands whose ion or anion lacks bond-valence parameters get the median)
   descriptor-et+mpt      + the seven bulk properties the shipped MPT network (screener/data/models/mpt)
                          predicts for the host (the band without its five hop sites, whole periodic
                          cell): what the pre-training learned, handed to the trees as inputs
