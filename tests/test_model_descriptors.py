@@ -96,6 +96,12 @@ def test_bad_bands_raise_one_line(bands):
     mixed.replace(2, "Zr")
     with pytest.raises(ValueError, match="first five sites are not one ion"):
         band_descriptors(mixed)
+    collapsed = bands[0].copy()  # all five hop sites on the initial one: no hop at all
+    for i in range(1, 5):
+        collapsed.replace(i, collapsed[0].specie, collapsed[0].frac_coords)
+    with pytest.raises(ValueError, match="end points 0.00 A apart, not a hop") as err:
+        band_descriptors(collapsed)
+    assert "\n" not in str(err.value)
     disordered = bands[0].copy()
     disordered.replace(7, {"O": 0.5, "F": 0.5})
     with pytest.raises(ValueError, match="disordered"):

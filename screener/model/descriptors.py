@@ -39,6 +39,8 @@ _R_COULOMB = 6.0
 #: goes around a bottleneck when the cage lets it, so the narrowest point of the straight line
 #: overstates how tight the hop is.
 _TUBE_RADIUS, _TUBE_SPACING, _TUBE_MARGIN = 1.2, 0.2, 0.2
+#: Shortest hop (Angstrom) a band may describe: end points closer than this are one site.
+_MIN_HOP = 0.5
 #: Distances on the tube grid are capped as on the path, so the widest path is never reported
 #: narrower than the straight line.
 _R_TUBE = _R_SEARCH
@@ -204,6 +206,9 @@ def band_descriptors(band: Structure) -> np.ndarray:
     n_pts = len(pts)
     pos_idx = np.arange(5) * _STEPS_PER_SEGMENT
     hop_length = float(np.linalg.norm(pts[-1] - pts[0]))
+    if hop_length < _MIN_HOP:
+        raise ValueError(f"band {band.composition.reduced_formula}: end points {hop_length:.2f} A apart, "
+                         f"not a hop (need >= {_MIN_HOP} A)")
 
     host_cart = np.ascontiguousarray(band.cart_coords[5:], dtype=float)
     ci, pi, _, dist = find_points_in_spheres(
