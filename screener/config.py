@@ -49,7 +49,9 @@ class ScreenerConfig:
     "chgnet" (where CHGNet relaxes the ion from each, framework fixed) or "chgnet-framework" (with
     the framework around the ion relaxing too; minutes per host). See screener.sites.candidate_sites."""
     symprec: float = 0.1
-    """Symmetry tolerance used to find distinct hops; recorded with each hop."""
+    """Symmetry tolerance DistinctPathFinder searches hosts that hold the ion at (hops are told apart
+    and keyed at screener.hops.HOP_SYMPREC, and empty hosts' insertion sites made at
+    screener.sites.SITE_SYMPREC, whatever it is, so keys don't move with it)."""
     hop_timeout_s: float = 60.0
     """A host whose hop enumeration runs longer is recorded as failed."""
     band_min_length: float = 8.0

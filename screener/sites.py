@@ -28,6 +28,7 @@ from scipy.special import erfc
 
 from screener.config import SITE_MODELS
 from screener.hops import (
+    HOP_SYMPREC,
     Hop,
     HopError,
     distinct_hops,
@@ -63,6 +64,13 @@ MERGE_TOL = 0.6
 PROJECT_TOL = 1.2
 #: Distinct sites closer than this (Angstrom) can't both hold the ion (the roomier one is kept).
 MIN_SEPARATION = 1.2
+#: Tolerance (Angstrom) of the symmetry that makes cavity centres one site, whatever symprec the
+#: hops are searched at. Looser than HOP_SYMPREC: an empty framework relaxed around an ion it no
+#: longer holds (every charged DFT-NEB band) has its equivalent cavities a few tenths of an
+#: Angstrom apart in shape, and a site is then placed at the symmetric image of the roomiest one,
+#: where the study relaxed its other end point (charged hops recovered: 90/152 at 0.2 against
+#: 85 at 0.1; at 0.3 pseudo-symmetry starts to move real sites, e.g. Na3PS4 read as cubic).
+SITE_SYMPREC = 0.2
 #: Site models: "none" (cavity centres ranked by BVSE), "chgnet" (where the ion relaxes from them,
 #: framework fixed) or "chgnet-framework" (where it relaxes with the framework around it).
 RELAX_MODES = SITE_MODELS
@@ -330,13 +338,14 @@ def site_relax_settings(relax: str, cache_dir: str | None = None):
 
 
 def candidate_sites(
-    structure: Structure, working_ion: str, *, min_distance: float | None = None, symprec: float = 0.1,
+    structure: Structure, working_ion: str, *, min_distance: float | None = None, symprec: float = SITE_SYMPREC,
     max_energy: float | None = None, merge_tol: float | None = None, project_tol: float | None = None,
     separation: float | None = None, trace: dict | None = None, relax: str = "none", relax_settings=None,
 ) -> list[Site]:
     """Symmetry-distinct insertion sites, lowest bond-valence site energy first (see SiteEnergy):
     cavity centres at least min_distance Angstrom from every framework atom, projected onto their
-    special positions. If max_energy is given, only sites with energy <= max_energy eV are kept;
+    special positions, one site per orbit of the host's symmetry at symprec (default SITE_SYMPREC,
+    looser than the hops': see there). If max_energy is given, only sites with energy <= max_energy eV are kept;
     by default none is dropped, since DFT-NEB studies also compute hops through sites this simple
     energy puts high (e.g. Ca in spinel's tetrahedral 8a, +12 eV above the octahedral 16c). Empty
     when the ion fits nowhere. trace, if given, receives the fractional points after each stage
@@ -478,14 +487,15 @@ def insertion_sites(
     min_distance: float | None = None,
     max_sites: int | None = None,
     max_energy: float | None = None,
-    symprec: float = 0.1,
+    symprec: float = SITE_SYMPREC,
     host_id: str | None = None,
     relax: str = "none",
 ) -> Structure:
     """The host with working_ion on every position of its symmetry-distinct insertion sites (at
     most max_sites of them, lowest site energy first; max_energy: eV, see candidate_sites;
     min_distance: Angstrom to the nearest framework atom, default from ionic radii). Raises
-    SiteError if the host already holds the ion or has no room for it. relax: see candidate_sites."""
+    SiteError if the host already holds the ion or has no room for it. relax and symprec (the
+    tolerance of the sites' symmetry): see candidate_sites."""
     name = host_id or structure.composition.reduced_formula
     sites = _sites_or_raise(structure, working_ion, name, min_distance, max_sites, max_energy, symprec, relax)
     return _fill(structure, working_ion, sites)[0]
@@ -495,8 +505,9 @@ def site_hops(
     filled: Structure, host_id: str, working_ion: str, reps: list[int], *, max_length: float
 ) -> list[Hop]:
     """Symmetry-distinct hops between the ion's sites of filled up to max_length (Angstrom),
-    shortest first. Every hop is an image of one that starts on an orbit's first site (reps), so
-    only those are expanded; hops are then merged and keyed by hops.distinct_hops, as
+    shortest first, expanded from the sites reps (structure indices): every hop must be an image,
+    under filled's symmetry at HOP_SYMPREC, of one that starts on them (an orbit's first site, when
+    the orbits were made at that tolerance or a tighter one; every site otherwise); hops are then merged and keyed by hops.distinct_hops, as
     enumerate_hops does (each hop recorded as its first, shortest, candidate). Much faster than
     DistinctPathFinder when an empty host has hundreds of candidate positions."""
     ion_idx, ion_frac = ion_sites(filled, working_ion)
@@ -532,7 +543,7 @@ def insertion_hops(
     max_sites: int | None = None,
     max_energy: float | None = None,
     min_distance: float | None = None,
-    symprec: float = 0.1,
+    symprec: float = SITE_SYMPREC,
     timeout_s: float = 60.0,
     relax: str = "none",
     trace: dict | None = None,
@@ -541,10 +552,13 @@ def insertion_hops(
     """Hops of working_ion between the insertion sites of an empty host: (host with the ion on its
     sites, its symmetry-distinct hops, see site_hops). Raises SiteError (no room) or HopError (no
     hop, or past timeout_s: run in the same time box as enumerate_hops; the time box covers the
-    hops, not the site relaxation). relax, relax_settings and trace: see candidate_sites."""
+    hops, not the site relaxation). relax, relax_settings, trace and symprec (the tolerance of the
+    sites' symmetry; hops are always told apart at HOP_SYMPREC): see candidate_sites."""
     sites = _sites_or_raise(structure, working_ion, host_id, min_distance, max_sites, max_energy, symprec, relax, trace,
                             relax_settings)
     filled, reps = _fill(structure, working_ion, sites)
+    if symprec > HOP_SYMPREC:  # an orbit's sites need not be images of its first one at HOP_SYMPREC
+        reps = [int(k) for k in ion_sites(filled, working_ion)[0]]  # the host held none
     task = partial(site_hops, max_length=max_length)
     hops = run_boxed(task, (filled, host_id, working_ion, reps), timeout_s, host_id)
     return filled, hops

@@ -53,8 +53,9 @@ def test_matching_hop_needs_the_right_hop():
 @pytest.mark.parametrize(
     "sys_name",
     # empty spinel Co2O4 (Ca), layered delta-V2O5 (Mg), alpha-V2O5 (Sr: its sites' orbits once
-    # held near-duplicate positions 0.2 A apart), perovskite-like NiF3 (Ca)
-    ["Co2O4_Ca", "d-V2O5_Mg", "a-V2O5_Sr", "NiF3_Ca"],
+    # held near-duplicate positions 0.2 A apart), perovskite-like NiF3 (Ca); VPO4F (Na) and VO2 (Li),
+    # whose frameworks relaxed around the ion make the far end point a site only at SITE_SYMPREC
+    ["Co2O4_Ca", "d-V2O5_Mg", "a-V2O5_Sr", "NiF3_Ca", "VPO4F_Na_1", "VO2_Li"],
 )
 def test_charged_dataset_hop_recovered(sys_name):
     out = hop_recovery.check(_entry(sys_name))

@@ -9,6 +9,7 @@ from pymatgen.core import Lattice, Structure
 
 from screener.hops import enumerate_hops
 from screener.sites import (
+    SITE_SYMPREC,
     SiteEnergy,
     SiteError,
     _fill,
@@ -88,6 +89,23 @@ def test_site_hops_are_the_hops_enumerate_hops_finds():
     ref = enumerate_hops(filled, "O-FePO4", "Li", max_length=4.5)
     assert mine and {h.hop_key for h in mine} == {h.hop_key for h in ref}
     assert sorted(round(h.length, 3) for h in mine) == sorted(round(h.length, 3) for h in ref)
+
+
+def test_sites_of_a_distorted_framework_are_one_orbit_and_keep_every_hop():
+    # charged Mo6S8 (Ca): the band's framework was relaxed around the ion on one site, so at 0.1 A
+    # its equivalent cavities are 26 distinct sites; at SITE_SYMPREC (0.2 A) they are a few orbits.
+    # The hops must still be every hop of the filled host, as DistinctPathFinder finds them: an
+    # orbit's sites are no longer images of its first one at the hops' tolerance (0.1 A), so
+    # expanding hops only from that one (the shortcut taken when both tolerances agree) loses
+    # three quarters of them (91 of 372)
+    host, ion = dataset_host("Mo6S8_Ca")
+    host.remove_species([ion])
+    assert SITE_SYMPREC == 0.2
+    loose, tight = candidate_sites(host, ion), candidate_sites(host, ion, symprec=0.1)
+    assert len(loose) < len(tight) // 2
+    filled, hops = insertion_hops(host, "Mo6S8_Ca", ion, max_length=4.5)
+    ref = enumerate_hops(filled, "Mo6S8_Ca", ion, max_length=4.5)
+    assert len(hops) == len(ref) and {h.hop_key for h in hops} == {h.hop_key for h in ref}
 
 
 def test_site_energy_is_a_well_at_a_dft_site():

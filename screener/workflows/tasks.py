@@ -75,7 +75,7 @@ class EnumerateHopsTask(_ChunkTask):
                 else:  # an empty (charged) framework: hops between the ion's insertion sites
                     length = 6.5 if cfg.max_hop_length == "auto" else cfg.max_hop_length
                     _, hops = insertion_hops(host.structure, host.host_id, ion, max_length=length,
-                                             symprec=cfg.symprec, timeout_s=cfg.hop_timeout_s,
+                                             timeout_s=cfg.hop_timeout_s,  # sites at SITE_SYMPREC
                                              relax=cfg.site_model, relax_settings=site_settings)
             except Exception as exc:  # one host's problem never stops its chunk
                 ctx.set_host_state(ch["_id"], "failed", error=_one_line(exc), stage="hops")
