@@ -507,8 +507,8 @@ def site_hops(
     """Symmetry-distinct hops between the ion's sites of filled up to max_length (Angstrom),
     shortest first, expanded from the sites reps (structure indices): every hop must be an image,
     under filled's symmetry at HOP_SYMPREC, of one that starts on them (an orbit's first site, when
-    the orbits were made at that tolerance or a tighter one; every site otherwise); hops are then merged and keyed by hops.distinct_hops, as
-    enumerate_hops does (each hop recorded as its first, shortest, candidate). Much faster than
+    the orbits were made at that tolerance or a tighter one; every site otherwise); hops are then
+    merged and keyed by hops.distinct_hops, as enumerate_hops does (each hop recorded as its first, shortest, candidate). Much faster than
     DistinctPathFinder when an empty host has hundreds of candidate positions."""
     ion_idx, ion_frac = ion_sites(filled, working_ion)
     pos = {int(k): n for n, k in enumerate(ion_idx)}
