@@ -66,15 +66,15 @@ def test_charged_dataset_hop_recovered(sys_name):
 
 def test_charged_olivine_dataset_end_points_are_not_sites():
     # the dataset's Li end points in charged FePO4 sit 1.73 A from O and 1.85 A from P (an origin
-    # shift in the source): no cavity of the framework is there, so this entry is a miss of the
-    # "no cavity" kind (the real site and the 3.0 A b-axis hop are found: see test_sites.py)
+    # shift in the source): no ion can sit 1.85 A from P, so this entry is a miss of the
+    # "cation clash" kind (the real site and the 3.0 A b-axis hop are found: see test_sites.py)
     band = dataset_band("O-FePO4_Li")
     host, ion, kind = hop_recovery.rebuild_host(band)
     assert kind == "charged"
     ends = band.frac_coords[[0, 4]]
     assert np.all(_nearest(host, ends) < 1.9)
     cat, why = hop_recovery._site_miss(host, ion, ends)
-    assert cat == "no cavity" and "\n" not in why and "nearest cavity centre" in why
+    assert cat == "cation clash" and "\n" not in why and "nearest cation P 1.85 A" in why
 
 
 def test_charged_end_points_that_are_sites_are_no_site_miss():

@@ -93,3 +93,34 @@ def test_errors_are_one_line(tmp_path, test_split):
         DescriptorModel(kind="svm")
     with pytest.raises(ValueError, match="not fitted"):
         DescriptorModel().predict(test_split[0][:1])
+
+
+def test_barrier_is_the_trees_interquartile_mean(tmp_path, test_split):
+    """The point estimate is the mean of the middle half of the trees (eV), robust to the few
+    trees that put a hop among much higher barriers; the shipped model uses it, a checkpoint
+    written before it (no "trim" in its state) keeps the plain mean it was scored with."""
+    from scipy.stats import trim_mean
+
+    from screener.model.base import read_checkpoint, write_checkpoint
+    from screener.model.descriptors import descriptor_matrix
+
+    bands, y = test_split
+    model = DescriptorModel(kind="et", n_estimators=40, name="tiny-et").fit(bands[:40], y[:40])
+    X = descriptor_matrix(bands[40:50])
+    trees = model._member_predictions(model.members, X[:, model._cols])
+    mu, _ = model.predict_descriptors(X)
+    np.testing.assert_allclose(mu, trim_mean(trees, 0.25, axis=0))
+    assert not np.allclose(mu, trees.mean(axis=0))  # skewed trees: the two estimates differ
+    assert load_model("descriptor-et").trim == 0.25
+
+    path = model.save(tmp_path / "new.joblib")
+    doc = read_checkpoint(path)
+    del doc["state"]["trim"]
+    old = tmp_path / "old.joblib"
+    write_checkpoint(old, model, doc["state"])
+    np.testing.assert_allclose(load_model(str(old)).predict_descriptors(X)[0], trees.mean(axis=0))
+    median = DescriptorModel(kind="et", n_estimators=40, trim=0.5)
+    median.members = model.members
+    np.testing.assert_allclose(median.predict_descriptors(X)[0], np.median(trees, axis=0))
+    with pytest.raises(ValueError, match="trim 0.7"):
+        DescriptorModel(trim=0.7)
