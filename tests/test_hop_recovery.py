@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from _dataset import dataset_band
+from _scripts import load_script
 from screener.hops import enumerate_hops, matching_hop
 from screener.sites import _nearest
 from screener.sources.dataset import load_bands
 
-_spec = importlib.util.spec_from_file_location("hop_recovery", Path(__file__).parents[1] / "scripts" / "hop_recovery.py")
-hop_recovery = importlib.util.module_from_spec(_spec)
-sys.modules["hop_recovery"] = hop_recovery  # dataclasses look their module up
-_spec.loader.exec_module(hop_recovery)
+hop_recovery = load_script("hop_recovery")
 
 
 def _entry(sys_name: str):

@@ -3,21 +3,15 @@ that fine-tuning accepts as it accepts the MPT checkpoint."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import torch
 
+from _scripts import load_script
 from screener.model.alignn_model import network_from_pretrained
 from screener.model.finetune import pretrained_setup
 from screener.model.pretrain import load_checkpoint
 
-_spec = importlib.util.spec_from_file_location(
-    "random_init_checkpoint", Path(__file__).parents[1] / "scripts" / "random_init_checkpoint.py")
-random_init = importlib.util.module_from_spec(_spec)
-sys.modules["random_init_checkpoint"] = random_init
-_spec.loader.exec_module(random_init)
+random_init = load_script("random_init_checkpoint")
 
 
 def test_same_size_checkpoint_is_untrained_reproducible_and_fine_tunable(tmp_path):

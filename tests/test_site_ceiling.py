@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location("site_ceiling", Path(__file__).parents[1] / "scripts" / "site_ceiling.py")
-site_ceiling = importlib.util.module_from_spec(_spec)
-sys.modules["site_ceiling"] = site_ceiling
-_spec.loader.exec_module(site_ceiling)
+from _scripts import load_script
+
+site_ceiling = load_script("site_ceiling")
 
 
 def test_out_file_of_other_records_is_refused(tmp_path):
