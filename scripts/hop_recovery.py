@@ -100,6 +100,7 @@ def _nearest_cation(host: Structure, ion: str, frac: np.ndarray) -> tuple[float,
 
 def _site_miss(host: Structure, ion: str, ends: np.ndarray, trace: dict | None = None) -> tuple[str, str] | None:
     """(category, reason) when an end point of a charged hop is not an insertion site, else None.
+    The reason describes both end points, the worst first (it names the category).
 
     Categories follow the site finder's stages: "cation clash" (end point closer than CLASH to a
     framework cation: not a site in this framework at all), "squeezed" (end point closer to the framework
@@ -115,10 +116,11 @@ def _site_miss(host: Structure, ion: str, ends: np.ndarray, trace: dict | None =
     dmin = default_min_distance(ion)
     order = ("cation clash", "squeezed", "no cavity", "relaxed away", "merged", "dropped")
     relaxed = "relaxed" in trace
-    worst = None
+    worst, details = None, []
     for k, (p, r) in enumerate(zip(ends, room)):
         d = {st: _nearest_point(trace.get(st, np.zeros((0, 3))), p, lat) for st in ("centres", "distinct", "relaxed", "kept")}
         if d["kept"] < TOL:
+            details.append((len(order), f"end point {k} is a site ({d['kept']:.2f} A)"))
             continue
         clash = _nearest_cation(host, ion, p)
         if clash[0] < CLASH:
@@ -133,13 +135,17 @@ def _site_miss(host: Structure, ion: str, ends: np.ndarray, trace: dict | None =
             cat = "merged"
         else:
             cat = "dropped"
-        why = (f"{cat}: end point {k} has room {r:.2f} A (window {dmin:.2f}), nearest cation {clash[1]} "
-               f"{clash[0]:.2f} A, nearest cavity centre "
-               f"{d['centres']:.2f} A, " + (f"nearest relaxed point {d['relaxed']:.2f} A, " if relaxed else "")
-               + f"nearest site {d['kept']:.2f} A")
-        if worst is None or order.index(cat) < order.index(worst[0]):
-            worst = (cat, why)
-    return worst
+        details.append((order.index(cat), (f"end point {k} has room {r:.2f} A (window {dmin:.2f}), nearest cation "
+                        f"{clash[1]} {clash[0]:.2f} A, nearest cavity centre {d['centres']:.2f} A, "
+                        + (f"nearest relaxed point {d['relaxed']:.2f} A, " if relaxed else "")
+                        + f"nearest site {d['kept']:.2f} A")))
+        if worst is None or order.index(cat) < order.index(worst):
+            worst = cat
+    if worst is None:
+        return None
+    # the worst end point first (it names the category), then the other one, found or not
+    details.sort(key=lambda x: x[0])
+    return worst, f"{worst}: " + "; ".join(text for _, text in details)
 
 
 def _why_not(

@@ -72,6 +72,17 @@ def test_charged_olivine_dataset_end_points_are_not_sites():
     assert cat == "cation clash" and "\n" not in why and "nearest cation P 1.85 A" in why
 
 
+def test_site_miss_describes_both_end_points_worst_first():
+    # NASICON-type Ca0.5Co2(PO4)3: the framework was relaxed around the ion on the initial end
+    # point, which is a site; the final one sits ~0.65 A from the centre of a tighter cavity
+    band = dataset_band("Ca0.5Co2P3O12")
+    host, ion, kind = hop_recovery.rebuild_host(band)
+    cat, why = hop_recovery._site_miss(host, ion, band.frac_coords[[0, 4]])
+    assert kind == "charged" and cat == "no cavity"
+    first, second = why.split("; ")
+    assert first.startswith("no cavity: end point 1 has room") and second.startswith("end point 0 is a site (")
+
+
 def test_charged_end_points_that_are_sites_are_no_site_miss():
     band = dataset_band("d-V2O5_Mg")  # empty layered V2O5, one Mg: both end points are sites
     host, ion, kind = hop_recovery.rebuild_host(band)
